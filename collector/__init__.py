@@ -1,0 +1,78 @@
+"""The first-party collector: a Flask app that takes events from the snippet
+and queues them for delivery to Depict and Drivly Commerce.
+
+``create_app(config)`` builds it: defaults first, then the environment
+(``COLLECTOR_CONFIG``, ``REDIS_URL``), then the mapping passed in (tests,
+``collector dev``). Nothing happens at import.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from collector import defaults
+from collector.config import CollectorConfig, load_config
+
+
+def _site_config(value: Any) -> CollectorConfig:
+    if isinstance(value, CollectorConfig):
+        return value
+    if not value:
+        raise RuntimeError("no site configuration: pass --config PATH or set COLLECTOR_CONFIG")
+    return load_config(value)
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    app = Flask(__name__, static_folder=None)
+    app.config.from_mapping(
+        COLLECTOR_CONFIG=os.environ.get("COLLECTOR_CONFIG"),
+        REDIS_URL=os.environ.get("REDIS_URL"),
+        DEMO=False,
+        MAX_CONTENT_LENGTH=defaults.MAX_BODY_BYTES,
+        RATELIMIT_HEADERS_ENABLED=True,
+    )
+    if config:
+        app.config.update(config)
+    if not app.config["REDIS_URL"]:
+        raise RuntimeError("REDIS_URL is not set; `collector dev` starts an embedded Redis for you")
+    site_config = _site_config(app.config["COLLECTOR_CONFIG"])
+    app.config.setdefault("RATELIMIT_STORAGE_URI", app.config["REDIS_URL"])
+
+    hops = site_config.settings.trusted_proxy_hops
+    if hops:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)  # type: ignore[method-assign]
+
+    _bind_extensions(app, site_config)
+    _register_blueprints(app)
+    return app
+
+
+def _bind_extensions(app: Flask, site_config: CollectorConfig) -> None:
+    from collector.errors import register_error_handlers
+    from collector.extensions import CollectorState, connect_redis, limiter
+    from collector.queue import Outbox
+
+    redis = connect_redis(app.config["REDIS_URL"])
+    app.extensions["collector"] = CollectorState(
+        config=site_config,
+        redis=redis,
+        outbox=Outbox(redis, site_config.settings.dedupe_window_seconds),
+    )
+    limiter.init_app(app)
+    register_error_handlers(app)
+
+
+def _register_blueprints(app: Flask) -> None:
+    from collector import collect, health, metrics, openapi, snippet
+
+    for module in (collect, snippet, openapi, health, metrics):
+        app.register_blueprint(module.bp)
+    if app.config["DEMO"]:
+        from collector import demo
+
+        app.register_blueprint(demo.bp)

@@ -1,0 +1,293 @@
+"""The site configuration: one TOML file, loaded and checked once at start.
+
+``${NAME}`` inside any string is replaced by the environment variable NAME
+(``$${`` keeps a literal ``${``), so API keys stay out of the file. Every
+problem is reported with its key path, all at once, and unknown keys are
+errors: a misspelt ``api_kye`` must not silently drop a destination's key.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
+
+from collector import defaults
+
+SITE_NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+_ENV_REFERENCE = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class ConfigError(Exception):
+    """The configuration file cannot be used; ``problems`` lists every reason."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+@dataclass(frozen=True)
+class DepictDestination:
+    url: str
+    api_key: str = field(repr=False)
+    tenant: str
+    market: str
+    events: tuple[str, ...] = defaults.DEFAULT_ROUTES["depict"]
+
+
+@dataclass(frozen=True)
+class CommerceDestination:
+    url: str
+    api_key: str = field(repr=False)
+    auth_scheme: str = defaults.DEFAULT_COMMERCE_AUTH_SCHEME
+    events: tuple[str, ...] = defaults.DEFAULT_ROUTES["commerce"]
+
+
+@dataclass(frozen=True)
+class Site:
+    name: str
+    origins: tuple[str, ...] = ()
+    require_consent: bool = False
+    honor_gpc: bool = True
+    depict: DepictDestination | None = None
+    commerce: CommerceDestination | None = None
+
+
+@dataclass(frozen=True)
+class CookiePolicy:
+    name: str = defaults.DEFAULT_VISITOR_COOKIE
+    max_age_days: int = defaults.DEFAULT_VISITOR_COOKIE_DAYS
+    domain: str | None = None
+
+
+@dataclass(frozen=True)
+class DeliveryPolicy:
+    timeout_seconds: float = defaults.DEFAULT_HTTP_TIMEOUT_SECONDS
+    connect_timeout_seconds: float = defaults.DEFAULT_CONNECT_TIMEOUT_SECONDS
+    retry_schedule_seconds: tuple[int, ...] = defaults.DEFAULT_RETRY_SCHEDULE_SECONDS
+    deliveries_per_job: int = defaults.DEFAULT_DELIVERIES_PER_JOB
+    concurrency: int = defaults.DEFAULT_SEND_CONCURRENCY
+
+
+@dataclass(frozen=True)
+class CollectorSettings:
+    trusted_proxy_hops: int = 0
+    rate_limit: str = defaults.DEFAULT_RATE_LIMIT
+    dedupe_window_seconds: int = defaults.DEFAULT_DEDUPE_WINDOW_SECONDS
+    max_events_per_batch: int = defaults.MAX_EVENTS_PER_BATCH
+    cookie: CookiePolicy = field(default_factory=CookiePolicy)
+    delivery: DeliveryPolicy = field(default_factory=DeliveryPolicy)
+
+
+@dataclass(frozen=True)
+class CollectorConfig:
+    sites: Mapping[str, Site]
+    settings: CollectorSettings = field(default_factory=CollectorSettings)
+    source: str = "<memory>"
+
+
+def _event_routes() -> fields.List:
+    return fields.List(
+        fields.String(validate=validate.Length(min=1, max=defaults.MAX_EVENT_NAME_LENGTH)),
+        validate=validate.Length(min=1),
+    )
+
+
+_http_url = validate.URL(schemes={"http", "https"}, require_tld=False)
+
+
+class DepictSchema(Schema):
+    url = fields.String(required=True, validate=_http_url)
+    api_key = fields.String(required=True, validate=validate.Length(min=1))
+    tenant = fields.String(required=True, validate=validate.Length(min=1))
+    market = fields.String(required=True, validate=validate.Length(min=1))
+    events = _event_routes()
+
+    @validates_schema(skip_on_field_errors=False)
+    def _only_depict_types(self, data: dict[str, Any], **_: Any) -> None:
+        unknown = [name for name in data.get("events", ()) if name not in defaults.DEPICT_EVENT_TYPES]
+        if unknown:
+            raise ValidationError(
+                f"not Depict event types: {', '.join(unknown)}; "
+                f"Depict accepts {', '.join(defaults.DEPICT_EVENT_TYPES)}",
+                "events",
+            )
+
+    @post_load
+    def _make(self, data: dict[str, Any], **_: Any) -> DepictDestination:
+        if "events" in data:
+            data["events"] = tuple(data["events"])
+        return DepictDestination(**data)
+
+
+class CommerceSchema(Schema):
+    url = fields.String(required=True, validate=_http_url)
+    api_key = fields.String(required=True, validate=validate.Length(min=1))
+    auth_scheme = fields.String(validate=validate.Regexp(r"^[A-Za-z][A-Za-z0-9 _-]*$"))
+    events = _event_routes()
+
+    @post_load
+    def _make(self, data: dict[str, Any], **_: Any) -> CommerceDestination:
+        if "events" in data:
+            data["events"] = tuple(data["events"])
+        return CommerceDestination(**data)
+
+
+class SiteSchema(Schema):
+    origins = fields.List(fields.String(validate=validate.Regexp(r"^https?://[^/]+$", error="must be scheme://host[:port] with no path")))
+    require_consent = fields.Boolean()
+    honor_gpc = fields.Boolean()
+    depict = fields.Nested(DepictSchema)
+    commerce = fields.Nested(CommerceSchema)
+
+
+class CookieSchema(Schema):
+    name = fields.String(validate=validate.Regexp(r"^[A-Za-z0-9_-]{1,64}$"))
+    max_age_days = fields.Integer(strict=True, validate=validate.Range(min=1, max=400))
+    domain = fields.String(validate=validate.Length(min=1))
+
+    @post_load
+    def _make(self, data: dict[str, Any], **_: Any) -> CookiePolicy:
+        return CookiePolicy(**data)
+
+
+class DeliverySchema(Schema):
+    timeout_seconds = fields.Float(validate=validate.Range(min=0.1, max=120))
+    connect_timeout_seconds = fields.Float(validate=validate.Range(min=0.1, max=60))
+    retry_schedule_seconds = fields.List(
+        fields.Integer(strict=True, validate=validate.Range(min=1)), validate=validate.Length(min=1, max=50)
+    )
+    deliveries_per_job = fields.Integer(strict=True, validate=validate.Range(min=1, max=1000))
+    concurrency = fields.Integer(strict=True, validate=validate.Range(min=1, max=256))
+
+    @post_load
+    def _make(self, data: dict[str, Any], **_: Any) -> DeliveryPolicy:
+        if "retry_schedule_seconds" in data:
+            data["retry_schedule_seconds"] = tuple(data["retry_schedule_seconds"])
+        return DeliveryPolicy(**data)
+
+
+class SettingsSchema(Schema):
+    trusted_proxy_hops = fields.Integer(strict=True, validate=validate.Range(min=0, max=10))
+    rate_limit = fields.String(validate=validate.Length(min=1))
+    dedupe_window_seconds = fields.Integer(strict=True, validate=validate.Range(min=60))
+    max_events_per_batch = fields.Integer(strict=True, validate=validate.Range(min=1, max=defaults.MAX_EVENTS_PER_BATCH))
+    cookie = fields.Nested(CookieSchema)
+    delivery = fields.Nested(DeliverySchema)
+
+    @validates_schema(skip_on_field_errors=False)
+    def _rate_limit_parses(self, data: dict[str, Any], **_: Any) -> None:
+        if "rate_limit" in data:
+            from limits import parse_many
+
+            try:
+                parse_many(data["rate_limit"])
+            except ValueError:
+                raise ValidationError('not a rate limit such as "1200 per minute"', "rate_limit") from None
+
+    @post_load
+    def _make(self, data: dict[str, Any], **_: Any) -> CollectorSettings:
+        return CollectorSettings(**data)
+
+
+class ConfigSchema(Schema):
+    collector = fields.Nested(SettingsSchema)
+    sites = fields.Dict(
+        keys=fields.String(validate=validate.Regexp(SITE_NAME_PATTERN, error="site names are 1-64 of A-Z a-z 0-9 _ -")),
+        values=fields.Nested(SiteSchema),
+        required=True,
+        validate=validate.Length(min=1, error="define at least one site"),
+    )
+
+
+def interpolate_env(node: Any, environ: Mapping[str, str], path: str = "") -> tuple[Any, list[str]]:
+    """Replace ``${NAME}`` in every string of ``node``; return the result and the problems."""
+    problems: list[str] = []
+    if isinstance(node, str):
+
+        def substitute(match: re.Match[str]) -> str:
+            if match.group(0) == "$${":
+                return "${"
+            name = match.group(1)
+            if name not in environ:
+                problems.append(f"{path}: environment variable {name} is not set")
+                return match.group(0)
+            return environ[name]
+
+        return _ENV_REFERENCE.sub(substitute, node), problems
+    if isinstance(node, dict):
+        result = {}
+        for key, value in node.items():
+            result[key], found = interpolate_env(value, environ, f"{path}.{key}" if path else key)
+            problems.extend(found)
+        return result, problems
+    if isinstance(node, list):
+        items = []
+        for index, value in enumerate(node):
+            item, found = interpolate_env(value, environ, f"{path}[{index}]")
+            items.append(item)
+            problems.extend(found)
+        return items, problems
+    return node, problems
+
+
+def _flatten(messages: Any, path: str = "") -> list[str]:
+    """Marshmallow's nested error dict as ``key.path: message`` lines."""
+    if isinstance(messages, dict):
+        lines: list[str] = []
+        for key, value in messages.items():
+            if key == "value" and isinstance(value, dict):  # errors of fields.Dict values
+                lines.extend(_flatten(value, path))
+                continue
+            if key == "key":
+                lines.extend(_flatten(value, path))
+                continue
+            if key == "_schema":
+                lines.extend(_flatten(value, path))
+                continue
+            part = f"[{key}]" if isinstance(key, int) else str(key)
+            child = f"{path}{part}" if part.startswith("[") else (f"{path}.{part}" if path else part)
+            lines.extend(_flatten(value, child))
+        return lines
+    if isinstance(messages, list):
+        return [line for item in messages for line in _flatten(item, path)]
+    return [f"{path or '<file>'}: {messages}"]
+
+
+def parse_config(document: Mapping[str, Any], environ: Mapping[str, str] | None = None, source: str = "<memory>") -> CollectorConfig:
+    """Check and build a configuration from an already parsed TOML document."""
+    interpolated, problems = interpolate_env(dict(document), os.environ if environ is None else environ)
+    try:
+        loaded = ConfigSchema().load(interpolated)
+    except ValidationError as error:
+        problems.extend(_flatten(error.messages))
+        loaded = None
+    if problems:
+        raise ConfigError(sorted(set(problems)))
+    assert loaded is not None
+    sites = {name: Site(name=name, **_site_fields(values)) for name, values in loaded["sites"].items()}
+    return CollectorConfig(sites=sites, settings=loaded.get("collector", CollectorSettings()), source=source)
+
+
+def _site_fields(values: dict[str, Any]) -> dict[str, Any]:
+    if "origins" in values:
+        values = {**values, "origins": tuple(values["origins"])}
+    return values
+
+
+def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> CollectorConfig:
+    """Read, interpolate and check the TOML file at ``path``."""
+    try:
+        with open(path, "rb") as handle:
+            document = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: no such file"]) from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError([f"{path}: not valid TOML: {error}"]) from None
+    return parse_config(document, environ, source=str(Path(path)))

@@ -1,0 +1,74 @@
+"""Facts and limits defined once: event types, field lists, sizes, timings.
+
+Everything that more than one module needs to agree on lives here, so the
+inbound schema, the mappings, the routing and the config validation cannot
+drift apart.
+"""
+
+from __future__ import annotations
+
+DEPICT_EVENT_TYPES: tuple[str, ...] = (
+    "page_view",
+    "click",
+    "add_to_cart",
+    "purchase",
+    "element_visible",
+    "ws_click",
+    "recommendations_inserted",
+)
+
+# Fields a page may send in PROPS, named as Depict names them. Each is a
+# string in Depict's spec except the two below.
+DEPICT_STRING_PROPS: tuple[str, ...] = (
+    "product_id",
+    "entity_price",
+    "currency",
+    "recommendation_id",
+    "click_location",
+    "recommendation_type",
+    "search_result_id",
+    "product_listing_result_id",
+    "attribution_id",
+    "ab_test_group",
+    "page_url",
+)
+DEPICT_LIST_PROP = "variant_ids"
+DEPICT_MAP_PROP = "entity_identifiers"
+
+DESTINATIONS: tuple[str, ...] = ("depict", "commerce")
+ALL_EVENTS = "*"
+DEFAULT_ROUTES: dict[str, tuple[str, ...]] = {
+    "depict": DEPICT_EVENT_TYPES,
+    "commerce": (ALL_EVENTS,),
+}
+
+# Limits of what /collect accepts.
+MAX_BODY_BYTES = 64 * 1024  # the browsers' keepalive/beacon budget
+MAX_EVENTS_PER_BATCH = 50
+MAX_STRING_LENGTH = 2048  # URLs and referrers
+MAX_SHORT_STRING_LENGTH = 256  # ids, names, prices
+MAX_EVENT_NAME_LENGTH = 100
+MAX_VARIANT_IDS = 100
+EVENT_ID_PATTERN = r"^[A-Za-z0-9_-]{8,64}$"
+
+# Identity.
+COMMERCE_ID_PREFIX = "wev_"
+COMMERCE_ID_LENGTH = 12
+DEFAULT_VISITOR_COOKIE = "_cid"
+DEFAULT_VISITOR_COOKIE_DAYS = 395  # the longest lifetime browsers keep (400 days)
+
+# Delivery.
+DEFAULT_DEDUPE_WINDOW_SECONDS = 24 * 3600
+DEFAULT_HTTP_TIMEOUT_SECONDS = 10.0
+DEFAULT_CONNECT_TIMEOUT_SECONDS = 3.0
+DEFAULT_RETRY_SCHEDULE_SECONDS: tuple[int, ...] = (10, 30, 60, 300, 900, 1800, 3600, 3600, 3600)
+DEFAULT_DELIVERIES_PER_JOB = 50
+DEFAULT_SEND_CONCURRENCY = 16
+DEFAULT_COMMERCE_AUTH_SCHEME = "Bearer"
+
+# The collector's own protection.
+DEFAULT_RATE_LIMIT = "1200 per minute"
+DEFAULT_REDIS_TIMEOUT_SECONDS = 2.0
+RETRY_AFTER_WHEN_UNAVAILABLE_SECONDS = 5
+
+DEFAULT_PORT = 8000

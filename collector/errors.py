@@ -1,0 +1,80 @@
+"""One JSON error shape for every error the collector answers.
+
+``{"error": {"code": 422, "message": "...", "details": {...}}}`` — the
+snippet, a site owner's curl and the tests all read the same keys. Raise a
+:class:`CollectorError` subclass from a view; anything Werkzeug raises
+(404, 405, 413, 429 from the rate limiter) is given the same shape.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask, Response, jsonify
+from werkzeug.exceptions import HTTPException
+
+
+class CollectorError(Exception):
+    """Base of the errors a view raises to answer the client."""
+
+    code = 400
+    message = "bad request"
+
+    def __init__(self, message: str | None = None, details: Any = None, headers: dict[str, str] | None = None):
+        super().__init__(message or self.message)
+        self.message = message or self.message
+        self.details = details
+        self.headers = headers or {}
+
+
+class BadRequest(CollectorError):
+    """The request as a whole cannot be read: not JSON, wrong envelope, no events."""
+
+
+class UnknownSite(CollectorError):
+    """The ``site`` named in the body is not in the configuration."""
+
+    message = "unknown site"
+
+
+class OriginNotAllowed(CollectorError):
+    """The page's Origin is not one of the site's configured origins."""
+
+    code = 403
+    message = "origin not allowed for this site"
+
+
+class EventsRejected(CollectorError):
+    """Every event of the batch failed validation; ``details`` says why, per event."""
+
+    code = 422
+    message = "no event was valid"
+
+
+class QueueUnavailable(CollectorError):
+    """Redis could not take the events; nothing was accepted, the client should retry."""
+
+    code = 503
+    message = "events could not be queued, retry later"
+
+
+def error_body(code: int, message: str, details: Any = None) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if details is not None:
+        error["details"] = details
+    return {"error": error}
+
+
+def _collector_error(error: CollectorError) -> tuple[Response, int, dict[str, str]]:
+    return jsonify(error_body(error.code, error.message, error.details)), error.code, error.headers
+
+
+def _http_error(error: HTTPException) -> tuple[Response, int, dict[str, str]]:
+    code = error.code or 500
+    headers = {key: value for key, value in error.get_headers() if key.lower() == "retry-after"}
+    return jsonify(error_body(code, error.description or error.name)), code, headers
+
+
+def register_error_handlers(app: Flask) -> None:
+    app.register_error_handler(CollectorError, _collector_error)
+    app.register_error_handler(HTTPException, _http_error)

@@ -1,0 +1,49 @@
+"""Extensions made once here and bound to an app by ``create_app``.
+
+The rate limiter keys on ``request.remote_addr``, which ``ProxyFix`` has
+already resolved through the trusted proxy hops. Its counters live in the
+same Redis as the events; when that Redis is down the limiter falls back to
+per-process memory instead of failing the request, so a Redis outage shows
+as the collector's own 503 ("retry later"), never as a limiter 500.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import current_app
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+from redis import Redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from collector import defaults
+from collector.config import CollectorConfig
+from collector.queue import Outbox
+
+limiter = Limiter(get_remote_address, in_memory_fallback_enabled=True, swallow_errors=True, strategy="fixed-window")
+
+
+@dataclass(frozen=True)
+class CollectorState:
+    """What the views of one app share: the site config and the Redis side."""
+
+    config: CollectorConfig
+    redis: Redis
+    outbox: Outbox
+
+
+def connect_redis(url: str, timeout: float = defaults.DEFAULT_REDIS_TIMEOUT_SECONDS) -> Redis:
+    """A client whose every call gives up within about ``2 * timeout`` when Redis is unreachable."""
+    return Redis.from_url(
+        url,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), 1),
+        health_check_interval=30,
+    )
+
+
+def collector_state() -> CollectorState:
+    return current_app.extensions["collector"]

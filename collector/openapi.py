@@ -1,0 +1,74 @@
+"""``GET /openapi.json``: the schema of ``/collect``, generated from the Marshmallow schemas
+that validate it (``collector/inbound.py``), so the document cannot drift from the code."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+from flask import Blueprint, Response, jsonify
+
+from collector.inbound import CollectRequestSchema, CollectResultSchema, EventPropsSchema, InboundEventSchema
+
+bp = Blueprint("openapi", __name__)
+
+_ERROR = {
+    "type": "object",
+    "properties": {
+        "error": {
+            "type": "object",
+            "properties": {"code": {"type": "integer"}, "message": {"type": "string"}, "details": {}},
+            "required": ["code", "message"],
+        }
+    },
+}
+
+
+def _error_response(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+
+
+@cache
+def collect_openapi() -> dict[str, Any]:
+    spec = APISpec(
+        title="First-party collector",
+        version="1.0.0",
+        openapi_version="3.1.0",
+        plugins=[MarshmallowPlugin()],
+        info={"description": "What the snippet sends to the collector."},
+    )
+    spec.components.schema("Error", _ERROR)
+    spec.components.schema("EventProps", schema=EventPropsSchema)
+    spec.components.schema("InboundEvent", schema=InboundEventSchema)
+    spec.components.schema("CollectRequest", schema=CollectRequestSchema)
+    spec.components.schema("CollectResult", schema=CollectResultSchema)
+    body = {"schema": {"$ref": "#/components/schemas/CollectRequest"}}
+    spec.path(
+        path="/collect",
+        operations={
+            "post": {
+                "summary": "Queue a batch of events from one browser",
+                "requestBody": {"required": True, "content": {"application/json": body, "text/plain": body}},
+                "responses": {
+                    "202": {
+                        "description": "At least one event was queued",
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CollectResult"}}},
+                    },
+                    "400": _error_response("The request is not a usable batch, or the site is unknown"),
+                    "403": _error_response("The page's origin is not one of the site's origins"),
+                    "413": _error_response("The body is larger than the limit"),
+                    "422": _error_response("No event of the batch was valid"),
+                    "429": _error_response("Too many requests from this address"),
+                    "503": _error_response("The events could not be queued; retry after Retry-After seconds"),
+                },
+            }
+        },
+    )
+    return spec.to_dict()
+
+
+@bp.get("/openapi.json")
+def openapi_json() -> Response:
+    return jsonify(collect_openapi())

@@ -1,0 +1,151 @@
+"""The site configuration file and `collector check-config`."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from collector.config import ConfigError, load_config
+
+GOOD = """
+[sites.my_store]
+origins = ["https://my-store.example", "https://www.my-store.example"]
+
+[sites.my_store.depict]
+url = "https://api.depict.ai/create-events"
+api_key = "${DEPICT_API_KEY}"
+tenant = "my_store"
+market = "us"
+
+[sites.my_store.commerce]
+url = "https://commerce.driv.ly/api/webevents"
+api_key = "${COMMERCE_API_KEY}"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "collector.toml"
+    path.write_text(text)
+    return path
+
+
+def test_contract_sketch_loads_with_keys_from_environment(tmp_path):
+    """The contract's own example file loads, secrets taken from the environment."""
+    config = load_config(write(tmp_path, GOOD), {"DEPICT_API_KEY": "dk", "COMMERCE_API_KEY": "ck"})
+    site = config.sites["my_store"]
+    assert site.depict.api_key == "dk" and site.depict.tenant == "my_store" and site.depict.market == "us"
+    assert site.commerce.api_key == "ck" and site.commerce.auth_scheme == "Bearer"
+    assert site.depict.events == ("page_view", "click", "add_to_cart", "purchase", "element_visible", "ws_click", "recommendations_inserted")
+    assert site.commerce.events == ("*",)
+
+
+def test_api_keys_never_appear_in_the_config_repr(tmp_path):
+    """Logging a config object cannot leak a key."""
+    config = load_config(write(tmp_path, GOOD), {"DEPICT_API_KEY": "secret-dk", "COMMERCE_API_KEY": "secret-ck"})
+    assert "secret-dk" not in repr(config) and "secret-ck" not in repr(config)
+
+
+def test_a_site_may_have_no_destination(tmp_path):
+    """A site with neither destination is legal (events are accepted and dropped)."""
+    config = load_config(write(tmp_path, "[sites.bare]\n"), {})
+    assert config.sites["bare"].depict is None and config.sites["bare"].commerce is None
+
+
+def test_dollar_dollar_keeps_a_literal(tmp_path):
+    """`$${` escapes interpolation."""
+    text = GOOD.replace('"${COMMERCE_API_KEY}"', '"$${NOT_A_VAR}"')
+    config = load_config(write(tmp_path, text), {"DEPICT_API_KEY": "dk"})
+    assert config.sites["my_store"].commerce.api_key == "${NOT_A_VAR}"
+
+
+BAD = """
+[collector]
+rate_limit = "ten per potato"
+trusted_proxy_hops = -1
+
+[collector.cookie]
+nmae = "x"
+
+[sites.my_store]
+origins = ["https://my-store.example/shop"]
+
+[sites.my_store.depict]
+url = "ftp://nope"
+api_key = "${MISSING_KEY}"
+tenant = "t"
+events = ["page_view", "User Login"]
+
+[sites.my_store.commerce]
+url = "https://commerce.driv.ly/api/webevents"
+api_kye = "typo"
+
+[sites."bad name"]
+"""
+
+EXPECTED_PROBLEMS = [
+    "collector.rate_limit: not a rate limit",
+    "collector.trusted_proxy_hops: Must be greater than or equal to 0",
+    "collector.cookie.nmae: Unknown field.",
+    "sites.my_store.origins[0]: must be scheme://host[:port] with no path",
+    "sites.my_store.depict.url: Not a valid URL.",
+    "sites.my_store.depict.api_key: environment variable MISSING_KEY is not set",
+    "sites.my_store.depict.market: Missing data for required field.",
+    "sites.my_store.depict.events: not Depict event types: User Login",
+    "sites.my_store.commerce.api_kye: Unknown field.",
+    "sites.my_store.commerce.api_key: Missing data for required field.",
+    "sites.bad name: site names are",
+]
+
+
+def test_every_problem_is_reported_with_its_key_path(tmp_path):
+    """One run names every problem, each under its key path; unknown keys are errors."""
+    with pytest.raises(ConfigError) as raised:
+        load_config(write(tmp_path, BAD), {})
+    text = "\n".join(raised.value.problems)
+    for expected in EXPECTED_PROBLEMS:
+        assert expected in text, f"missing {expected!r} in:\n{text}"
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("not toml = = =", "not valid TOML"),
+        ("[collector]\n", "sites: Missing data for required field."),
+        ("sites = {}\n", "sites: define at least one site"),
+    ],
+)
+def test_unusable_files_say_why(tmp_path, text, expected):
+    """Broken TOML, no sites and an empty sites table are explained."""
+    with pytest.raises(ConfigError) as raised:
+        load_config(write(tmp_path, text), {})
+    assert any(expected in problem for problem in raised.value.problems)
+
+
+def run_check_config(path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "collector", "check-config", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", **env},
+        cwd=Path(__file__).resolve().parents[2],
+        timeout=60,
+    )
+
+
+def test_check_config_command_fails_with_every_problem(tmp_path):
+    """`collector check-config` prints each problem with its key path and exits non-zero."""
+    result = run_check_config(write(tmp_path, BAD), {})
+    assert result.returncode == 1
+    for expected in EXPECTED_PROBLEMS:
+        assert expected in result.stderr
+
+
+def test_check_config_command_passes_a_good_file(tmp_path):
+    """A good file exits 0 and lists the sites' destinations, without printing any key."""
+    result = run_check_config(write(tmp_path, GOOD), {"DEPICT_API_KEY": "dk-secret", "COMMERCE_API_KEY": "ck-secret"})
+    assert result.returncode == 0, result.stderr
+    assert "site my_store: depict, commerce" in result.stdout
+    assert "secret" not in result.stdout + result.stderr

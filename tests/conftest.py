@@ -1,0 +1,207 @@
+"""Shared fixtures: a real Redis, real vendor stand-ins, the app, and a live stack.
+
+Redis is the server named by ``REDIS_URL``, or else an embedded
+``redis-server`` the session starts and stops. Two databases keep the tests
+apart: database 1 for tests that drive the app in-process (flushed before
+each), database 0 for the live stack, whose worker process drains every
+outbox it sees.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from redis import Redis
+from werkzeug.serving import make_server
+
+from collector import create_app
+from collector.config import CollectorConfig, load_config
+from collector.redis_server import EmbeddedRedis
+from tests.vendors import CommerceStandIn, DepictStandIn
+
+REPO = Path(__file__).resolve().parents[1]
+SPECS = Path(__file__).resolve().parent / "specs"
+DEPICT_KEY = "test-depict-key"
+COMMERCE_KEY = "test-commerce-key"
+SITE = "test_store"
+OTHER_SITE = "other_store"
+ORIGIN = "https://shop.example"
+
+
+def _with_db(url: str, db: int) -> str:
+    base = url.rsplit("/", 1)[0] if url.count("/") > 2 else url
+    return f"{base}/{db}"
+
+
+@pytest.fixture(scope="session")
+def redis_server_url() -> Iterator[str]:
+    """A real Redis server: ``REDIS_URL`` when set, else an embedded one for the session."""
+    if os.environ.get("REDIS_URL"):
+        yield os.environ["REDIS_URL"]
+        return
+    with EmbeddedRedis() as server:
+        yield server.url
+
+
+@pytest.fixture
+def redis_url(redis_server_url: str) -> str:
+    """Database 1, emptied before the test."""
+    url = _with_db(redis_server_url, 1)
+    Redis.from_url(url).flushdb()
+    return url
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Redis:
+    return Redis.from_url(redis_url)
+
+
+@pytest.fixture(scope="session")
+def depict_server() -> Iterator[DepictStandIn]:
+    with DepictStandIn(api_key=DEPICT_KEY) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def commerce_server() -> Iterator[CommerceStandIn]:
+    with CommerceStandIn(api_key=COMMERCE_KEY) as server:
+        yield server
+
+
+@pytest.fixture
+def depict(depict_server: DepictStandIn) -> DepictStandIn:
+    """The Depict stand-in, with no requests recorded and no faults scripted."""
+    depict_server.clear()
+    depict_server.reset_faults()
+    depict_server.set_api_key(DEPICT_KEY)
+    return depict_server
+
+
+@pytest.fixture
+def commerce(commerce_server: CommerceStandIn) -> CommerceStandIn:
+    """The Commerce stand-in, with no requests recorded and no faults scripted."""
+    commerce_server.clear()
+    commerce_server.reset_faults()
+    commerce_server.set_api_key(COMMERCE_KEY)
+    return commerce_server
+
+
+def config_toml(depict_url: str, commerce_url: str) -> str:
+    return f"""
+[collector]
+rate_limit = "100000 per minute"
+
+[collector.delivery]
+timeout_seconds = 2
+connect_timeout_seconds = 1
+retry_schedule_seconds = [1, 1, 2]
+deliveries_per_job = 20
+
+[sites.{SITE}]
+origins = ["{ORIGIN}"]
+
+[sites.{SITE}.depict]
+url = "{depict_url}"
+api_key = "${{TEST_DEPICT_KEY}}"
+tenant = "test_tenant"
+market = "se"
+
+[sites.{SITE}.commerce]
+url = "{commerce_url}"
+api_key = "${{TEST_COMMERCE_KEY}}"
+
+[sites.{OTHER_SITE}.commerce]
+url = "{commerce_url}"
+api_key = "wrong-key"
+events = ["User Login"]
+"""
+
+
+@pytest.fixture(scope="session")
+def config_file(tmp_path_factory: pytest.TempPathFactory, depict_server: DepictStandIn, commerce_server: CommerceStandIn) -> Path:
+    """A site config for two sites whose destinations are the stand-ins (other_store has a wrong key)."""
+    os.environ.setdefault("TEST_DEPICT_KEY", DEPICT_KEY)
+    os.environ.setdefault("TEST_COMMERCE_KEY", COMMERCE_KEY)
+    path = tmp_path_factory.mktemp("config") / "collector.toml"
+    path.write_text(config_toml(depict_server.url, commerce_server.url))
+    return path
+
+
+@pytest.fixture(scope="session")
+def site_config(config_file: Path) -> CollectorConfig:
+    return load_config(config_file)
+
+
+@pytest.fixture
+def app(site_config: CollectorConfig, redis_url: str):
+    return create_app({"COLLECTOR_CONFIG": site_config, "REDIS_URL": redis_url, "TESTING": True})
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@dataclass
+class LiveStack:
+    url: str
+    redis_url: str
+    depict: DepictStandIn
+    commerce: CommerceStandIn
+    site: str = SITE
+    worker_pid: int | None = None
+
+
+def _start_worker(config_file: Path, redis_url: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "REDIS_URL": redis_url, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "collector", "worker", "--config", str(config_file)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+@pytest.fixture(scope="session")
+def live_stack_session(
+    redis_server_url: str, config_file: Path, site_config: CollectorConfig, depict_server: DepictStandIn, commerce_server: CommerceStandIn
+) -> Iterator[LiveStack]:
+    """The collector on a real HTTP port and a `collector worker` process, both on database 0."""
+    redis_url = _with_db(redis_server_url, 0)
+    Redis.from_url(redis_url).flushdb()
+    app = create_app({"COLLECTOR_CONFIG": site_config, "REDIS_URL": redis_url})
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    worker = _start_worker(config_file, redis_url)
+    try:
+        yield LiveStack(
+            url=f"http://127.0.0.1:{server.server_port}",
+            redis_url=redis_url,
+            depict=depict_server,
+            commerce=commerce_server,
+            worker_pid=worker.pid,
+        )
+    finally:
+        server.shutdown()
+        worker.terminate()
+        try:
+            worker.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait(timeout=5)
+
+
+@pytest.fixture
+def live_stack(live_stack_session: LiveStack, depict: DepictStandIn, commerce: CommerceStandIn) -> LiveStack:
+    """The live stack with the stand-ins' records and faults cleared."""
+    return live_stack_session

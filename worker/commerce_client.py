@@ -1,0 +1,26 @@
+"""``POST /webevents`` to Drivly Commerce: one ``NewWebEvent`` per request.
+
+Commerce's spec declares no security scheme; its docs say
+``Authorization: Bearer <key>`` while its SDK sends ``users API-Key <key>``,
+so the scheme is the site's ``auth_scheme`` setting.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from collector.config import CommerceDestination
+from worker.delivery import VendorClient
+
+
+class CommerceClient(VendorClient):
+    name = "commerce"
+
+    def __init__(self, destination: CommerceDestination, http: httpx.Client):
+        super().__init__(destination.url, http)
+        self._authorization = f"{destination.auth_scheme} {destination.api_key}"
+
+    def headers_for(self, delivery: dict[str, Any]) -> dict[str, str]:
+        return {"Authorization": self._authorization}

@@ -1,0 +1,88 @@
+"""What a delivery attempt came to, and how an HTTP answer is classed.
+
+A vendor's answer decides what happens to a delivery: 2xx is delivered;
+network errors, timeouts, 408, 429 and 5xx are worth another try; any other
+4xx (400, 401, 403, 404, 422) will not get better by repeating the same
+request, so the delivery goes to the dead letters with the vendor's reason.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+import httpx
+
+log = logging.getLogger(__name__)
+
+RETRYABLE_STATUSES = frozenset({408, 429})
+MAX_KEPT_BODY_CHARS = 1000
+
+
+class Outcome(str, Enum):
+    DELIVERED = "delivered"
+    RETRY = "retry"
+    DEAD = "dead"
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One delivery's attempt: the outcome, the vendor's status and (truncated) answer."""
+
+    delivery: dict[str, Any]
+    outcome: Outcome
+    status: int | None = None
+    answer: str = ""
+    retry_after: float | None = None
+
+    @property
+    def reason(self) -> str:
+        return f"HTTP {self.status}" if self.status is not None else self.answer or "no answer"
+
+
+def outcome_of_status(status: int) -> Outcome:
+    if 200 <= status < 300:
+        return Outcome.DELIVERED
+    if status in RETRYABLE_STATUSES or status >= 500:
+        return Outcome.RETRY
+    return Outcome.DEAD
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header given in seconds; HTTP dates are rare from APIs and ignored."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+class VendorClient:
+    """Posts a delivery's body to one destination's URL; subclasses say which headers go along."""
+
+    name = "vendor"
+
+    def __init__(self, url: str, http: httpx.Client):
+        self.url = url
+        self._http = http
+
+    def headers_for(self, delivery: dict[str, Any]) -> dict[str, str]:
+        raise NotImplementedError
+
+    def send(self, delivery: dict[str, Any]) -> Attempt:
+        try:
+            response = self._http.post(self.url, json=delivery["body"], headers=self.headers_for(delivery))
+        except httpx.HTTPError as error:
+            log.info("%s delivery %s: %s", self.name, delivery["id"], type(error).__name__)
+            return Attempt(delivery, Outcome.RETRY, answer=type(error).__name__)
+        log.debug("%s delivery %s: HTTP %s", self.name, delivery["id"], response.status_code)
+        return Attempt(
+            delivery,
+            outcome_of_status(response.status_code),
+            status=response.status_code,
+            answer=response.text[:MAX_KEPT_BODY_CHARS],
+            retry_after=parse_retry_after(response.headers.get("Retry-After")),
+        )

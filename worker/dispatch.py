@@ -1,0 +1,114 @@
+"""Outbox -> RQ jobs of many deliveries each.
+
+``/collect`` appends deliveries to one outbox list per site and destination
+(``collector/queue.py``). A dispatcher thread in every worker process takes
+up to ``deliveries_per_job`` entries from the head of an outbox and, in one
+MULTI/EXEC, creates the RQ job that carries them and trims them off the
+outbox: an entry is in the outbox or in a job, never in both or neither.
+One dispatcher at a time works an outbox, under a short Redis lock.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import uuid
+from typing import Any
+
+from redis import Redis, RedisError
+from rq import Queue, Retry
+from rq.serializers import JSONSerializer
+
+from collector.config import DeliveryPolicy
+from collector.queue import KEY_PREFIX, OUTBOX_REGISTRY, WAKE_LIST
+
+log = logging.getLogger(__name__)
+
+JOB_FUNCTION = "worker.jobs.forward_deliveries"
+LOCK_MILLISECONDS = 30_000
+IDLE_POLL_SECONDS = 1.0
+FAILED_JOB_TTL_SECONDS = 365 * 24 * 3600
+_RELEASE_LOCK = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+
+
+def queue_name(destination: str) -> str:
+    """Each destination has its own RQ queue, so one vendor's backlog is visible on its own."""
+    return f"deliveries-{destination}"
+
+
+def delivery_queue(redis: Redis, destination: str) -> Queue:
+    return Queue(queue_name(destination), connection=redis, serializer=JSONSerializer)
+
+
+def job_timeout_seconds(policy: DeliveryPolicy) -> int:
+    """Long enough for every round of concurrent sends to time out once, plus slack."""
+    rounds = -(-policy.deliveries_per_job // policy.concurrency)
+    return int(rounds * (policy.timeout_seconds + policy.connect_timeout_seconds)) + 30
+
+
+class Dispatcher:
+    def __init__(self, redis: Redis, policy: DeliveryPolicy):
+        self._redis = redis
+        self._policy = policy
+        self._release = redis.register_script(_RELEASE_LOCK)
+        self._stop = threading.Event()
+
+    def drain_all(self) -> int:
+        """Move every outbox's entries into jobs; return how many jobs were made."""
+        made = 0
+        for raw in sorted(self._redis.smembers(OUTBOX_REGISTRY)):
+            made += self.drain(raw.decode() if isinstance(raw, bytes) else raw)
+        return made
+
+    def drain(self, outbox: str) -> int:
+        lock, token = f"{KEY_PREFIX}dispatch-lock:{outbox}", uuid.uuid4().hex
+        if not self._redis.set(lock, token, nx=True, px=LOCK_MILLISECONDS):
+            return 0
+        made = 0
+        try:
+            while not self._stop.is_set() and self._move_one_batch(outbox):
+                made += 1
+        finally:
+            self._release(keys=[lock], args=[token])
+        return made
+
+    def _move_one_batch(self, outbox: str) -> bool:
+        entries = self._redis.lrange(outbox, 0, self._policy.deliveries_per_job - 1)
+        if not entries:
+            return False
+        deliveries = [json.loads(entry) for entry in entries]
+        first = deliveries[0]
+        queue = delivery_queue(self._redis, first["destination"])
+        job = Queue.prepare_data(
+            JOB_FUNCTION,
+            args=(deliveries,),
+            timeout=job_timeout_seconds(self._policy),
+            result_ttl=600,
+            failure_ttl=FAILED_JOB_TTL_SECONDS,
+            description=f"forward {len(deliveries)} {first['destination']} deliveries of {first['site']}",
+            retry=Retry(max=len(self._policy.retry_schedule_seconds), interval=list(self._policy.retry_schedule_seconds)),
+        )
+        with self._redis.pipeline(transaction=True) as pipe:
+            queue.enqueue_many([job], pipeline=pipe)
+            pipe.ltrim(outbox, len(entries), -1)
+            pipe.execute()
+        return True
+
+    def run(self) -> None:
+        """Wait for the collector's wake-ups (or poll each second) and drain, until stopped."""
+        while not self._stop.is_set():
+            try:
+                self._redis.blpop([WAKE_LIST], timeout=IDLE_POLL_SECONDS)
+                self.drain_all()
+            except RedisError as error:
+                log.warning("dispatcher: redis unavailable (%s); retrying", type(error).__name__)
+                self._stop.wait(IDLE_POLL_SECONDS)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def start_thread(self) -> threading.Thread:
+        thread = threading.Thread(target=self.run, name="dispatcher", daemon=True)
+        thread.start()
+        return thread

@@ -1,0 +1,48 @@
+"""``collector replay``: put dead-lettered deliveries back into their outboxes.
+
+A replayed delivery keeps its id (and its events' ids), so the vendors see
+the same idempotency keys and the delivery ledger skips any that had in
+fact arrived. Each entry moves in one MULTI/EXEC: pushed to its outbox and
+removed from the dead letters together.
+"""
+
+from __future__ import annotations
+
+import json
+
+from redis import Redis
+
+from collector.queue import OUTBOX_REGISTRY, WAKE_LIST, outbox_key
+from worker.dead_letters import DEAD_LETTERS, DeadLetter, DeadLetters, dead_letter_field
+
+
+def _matches(letter: DeadLetter, site: str | None, destination: str | None, status: int | None) -> bool:
+    delivery = letter.delivery
+    return (
+        (site is None or delivery["site"] == site)
+        and (destination is None or delivery["destination"] == destination)
+        and (status is None or letter.status == status)
+    )
+
+
+def replay_dead_letters(
+    redis: Redis,
+    site: str | None = None,
+    destination: str | None = None,
+    status: int | None = None,
+    dry_run: bool = False,
+) -> list[DeadLetter]:
+    chosen = [letter for letter in DeadLetters(redis) if _matches(letter, site, destination, status)]
+    if dry_run:
+        return chosen
+    for letter in chosen:
+        delivery = letter.delivery
+        outbox = outbox_key(delivery["site"], delivery["destination"])
+        with redis.pipeline(transaction=True) as pipe:
+            pipe.rpush(outbox, json.dumps(delivery, separators=(",", ":")))
+            pipe.sadd(OUTBOX_REGISTRY, outbox)
+            pipe.hdel(DEAD_LETTERS, dead_letter_field(delivery))
+            pipe.lpush(WAKE_LIST, "1")
+            pipe.ltrim(WAKE_LIST, 0, 0)
+            pipe.execute()
+    return chosen

@@ -1,0 +1,90 @@
+"""What a worker process holds for its jobs: the site config, one pooled HTTP client,
+a thread pool for concurrent sends, and the Redis-side records.
+
+RQ calls job functions by name with JSON arguments only, so the vendor
+clients (and their API keys) are built here, in the worker, from the same
+config file the collector reads; they never pass through Redis.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from redis import Redis
+
+from collector.config import CollectorConfig
+from worker.commerce_client import CommerceClient
+from worker.dead_letters import DeadLetters
+from worker.delivery import Attempt, Outcome, VendorClient
+from worker.depict_client import DepictClient
+from worker.ledger import DeliveryLedger
+
+
+def vendor_clients(config: CollectorConfig, http: httpx.Client) -> dict[tuple[str, str], VendorClient]:
+    clients: dict[tuple[str, str], VendorClient] = {}
+    for site in config.sites.values():
+        if site.depict is not None:
+            clients[(site.name, "depict")] = DepictClient(site.depict, http)
+        if site.commerce is not None:
+            clients[(site.name, "commerce")] = CommerceClient(site.commerce, http)
+    return clients
+
+
+@dataclass
+class WorkerRuntime:
+    config: CollectorConfig
+    redis: Redis
+    http: httpx.Client
+    executor: ThreadPoolExecutor
+    clients: dict[tuple[str, str], VendorClient] = field(default_factory=dict)
+
+    @classmethod
+    def start(cls, config: CollectorConfig, redis: Redis) -> "WorkerRuntime":
+        policy = config.settings.delivery
+        http = httpx.Client(
+            timeout=httpx.Timeout(policy.timeout_seconds, connect=policy.connect_timeout_seconds),
+            limits=httpx.Limits(max_connections=policy.concurrency * 2, max_keepalive_connections=policy.concurrency),
+            headers={"User-Agent": "first-party-collector/0.1"},
+        )
+        executor = ThreadPoolExecutor(max_workers=policy.concurrency, thread_name_prefix="send")
+        return cls(config, redis, http, executor, vendor_clients(config, http))
+
+    @property
+    def ledger(self) -> DeliveryLedger:
+        return DeliveryLedger(self.redis, self.config.settings.dedupe_window_seconds)
+
+    @property
+    def dead_letters(self) -> DeadLetters:
+        return DeadLetters(self.redis)
+
+    def send(self, delivery: dict[str, Any]) -> Attempt:
+        client = self.clients.get((delivery["site"], delivery["destination"]))
+        if client is None:
+            reason = f"site {delivery['site']!r} has no {delivery['destination']} destination in the worker's config"
+            return Attempt(delivery, Outcome.DEAD, answer=reason)
+        return client.send(delivery)
+
+    def send_all(self, deliveries: list[dict[str, Any]]) -> list[Attempt]:
+        """Send concurrently over the pooled client; answers come back in order."""
+        return list(self.executor.map(self.send, deliveries))
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True)
+        self.http.close()
+
+
+_current: WorkerRuntime | None = None
+
+
+def install(runtime: WorkerRuntime | None) -> None:
+    global _current
+    _current = runtime
+
+
+def current_runtime() -> WorkerRuntime:
+    if _current is None:
+        raise RuntimeError("no worker runtime: jobs run inside `collector worker`")
+    return _current
