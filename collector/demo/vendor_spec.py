@@ -4,10 +4,18 @@ Used by the demo destinations of ``collector dev`` and by the test stand-ins,
 so that what we would send is judged by the vendor's own contract rather than
 by our Marshmallow schemas (which could share our mistakes).
 
-OpenAPI 3.1 schemas are JSON Schema 2020-12. The Commerce document gives its
-component schemas relative ``$id`` values ("NewWebEvent", "Account", ...), which
-would re-base every ``#/components/...`` reference inside them; those ids are
-titles in practice, so they are dropped when the document is loaded.
+OpenAPI 3.1 schemas are JSON Schema 2020-12. Two defects of the Commerce
+document are mended when it is loaded, each for a stated reason:
+
+- its component schemas carry relative ``$id`` values ("NewWebEvent",
+  "Account", ...) that would re-base every ``#/components/...`` reference
+  inside them; they are titles in practice, so they are dropped;
+- ``Address.city`` is ``oneOf`` an inline object and ``City``, two schemas of
+  the same shape, so every city matches both and ``oneOf`` can never pass:
+  no Address with a city would ever be valid. It is read as ``anyOf``
+  (either shape), which is what the document plainly means.
+  ``tests/collector/demo/test_vendor_spec.py`` checks the defect is still in the
+  shipped document, so the mend goes when the vendor fixes it.
 """
 
 from __future__ import annotations
@@ -36,6 +44,17 @@ def _without_ids(node: Any) -> Any:
     return node
 
 
+def address_city(document: dict[str, Any]) -> dict[str, Any] | None:
+    return document.get("components", {}).get("schemas", {}).get("Address", {}).get("properties", {}).get("city")
+
+
+def _with_city_as_any_of(document: dict[str, Any]) -> dict[str, Any]:
+    city = address_city(document)
+    if city is not None and "oneOf" in city:
+        city["anyOf"] = city.pop("oneOf")
+    return document
+
+
 @dataclass(frozen=True)
 class VendorSpec:
     """One vendor's OpenAPI document, ready to validate request bodies."""
@@ -45,7 +64,7 @@ class VendorSpec:
     @classmethod
     def load(cls, path: Path) -> "VendorSpec":
         with open(path, encoding="utf-8") as handle:
-            return cls(_without_ids(yaml.safe_load(handle)))
+            return cls(_with_city_as_any_of(_without_ids(yaml.safe_load(handle))))
 
     def request_schema(self, path: str, method: str = "post") -> dict[str, Any]:
         operation = self.document["paths"][path][method]
