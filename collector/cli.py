@@ -39,7 +39,17 @@ def _require_redis_url() -> str:
     url = os.environ.get("REDIS_URL")
     if not url:
         raise SystemExit("collector: set REDIS_URL to the Redis server that the collector and its workers share")
+    _warn_about_durability(url)
     return url
+
+
+def _warn_about_durability(url: str) -> None:
+    from redis import Redis
+
+    from collector.redis_server import durability_warnings
+
+    for warning in durability_warnings(Redis.from_url(url, socket_connect_timeout=5)):
+        log.warning("redis at %s: %s", url.split("@")[-1], warning)
 
 
 def config_warnings(config: CollectorConfig) -> list[str]:

@@ -70,7 +70,9 @@ class CookiePolicy:
 class DeliveryPolicy:
     timeout_seconds: float = defaults.DEFAULT_HTTP_TIMEOUT_SECONDS
     connect_timeout_seconds: float = defaults.DEFAULT_CONNECT_TIMEOUT_SECONDS
-    retry_schedule_seconds: tuple[int, ...] = defaults.DEFAULT_RETRY_SCHEDULE_SECONDS
+    retry_base_seconds: float = defaults.DEFAULT_RETRY_BASE_SECONDS
+    retry_max_interval_seconds: float = defaults.DEFAULT_RETRY_MAX_INTERVAL_SECONDS
+    retry_for_seconds: float = defaults.DEFAULT_RETRY_FOR_SECONDS
     deliveries_per_job: int = defaults.DEFAULT_DELIVERIES_PER_JOB
     concurrency: int = defaults.DEFAULT_SEND_CONCURRENCY
 
@@ -160,16 +162,14 @@ class CookieSchema(Schema):
 class DeliverySchema(Schema):
     timeout_seconds = fields.Float(validate=validate.Range(min=0.1, max=120))
     connect_timeout_seconds = fields.Float(validate=validate.Range(min=0.1, max=60))
-    retry_schedule_seconds = fields.List(
-        fields.Integer(strict=True, validate=validate.Range(min=1)), validate=validate.Length(min=1, max=50)
-    )
+    retry_base_seconds = fields.Float(validate=validate.Range(min=0.1, max=3600))
+    retry_max_interval_seconds = fields.Float(validate=validate.Range(min=1, max=86400))
+    retry_for_seconds = fields.Float(validate=validate.Range(min=1, max=7 * 86400))
     deliveries_per_job = fields.Integer(strict=True, validate=validate.Range(min=1, max=1000))
     concurrency = fields.Integer(strict=True, validate=validate.Range(min=1, max=256))
 
     @post_load
     def _make(self, data: dict[str, Any], **_: Any) -> DeliveryPolicy:
-        if "retry_schedule_seconds" in data:
-            data["retry_schedule_seconds"] = tuple(data["retry_schedule_seconds"])
         return DeliveryPolicy(**data)
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 
 log = logging.getLogger(__name__)
 
@@ -115,3 +116,20 @@ class EmbeddedRedis:
 
     def __exit__(self, *_: object) -> None:
         self.stop()
+
+
+def durability_warnings(redis: Redis) -> list[str]:
+    """What about this Redis server could lose acknowledged events (eviction, no persistence)."""
+    try:
+        policy = redis.config_get("maxmemory-policy").get("maxmemory-policy")
+        appendonly = redis.config_get("appendonly").get("appendonly")
+        save = redis.config_get("save").get("save")
+    except RedisError:
+        return ["could not read the Redis configuration (CONFIG GET is disabled?); check it by hand"]
+    warnings = []
+    if policy not in (None, "noeviction"):
+        warnings.append(f"maxmemory-policy is {policy}: Redis may evict queued events under memory pressure; use noeviction")
+    if appendonly != "yes":
+        persistence = f"RDB snapshots only ({save})" if save else "no persistence at all"
+        warnings.append(f"appendonly is off ({persistence}): a Redis restart loses recent events; set appendonly yes")
+    return warnings

@@ -102,7 +102,9 @@ rate_limit = "100000 per minute"
 [collector.delivery]
 timeout_seconds = 2
 connect_timeout_seconds = 1
-retry_schedule_seconds = [1, 1, 2]
+retry_base_seconds = 0.5
+retry_max_interval_seconds = 2
+retry_for_seconds = 60
 deliveries_per_job = 20
 
 [sites.{SITE}]

@@ -1,4 +1,4 @@
-"""What a delivery attempt came to, and how an HTTP answer is classed.
+"""What a delivery attempt came to, how an HTTP answer is classed, and when to try again.
 
 A vendor's answer decides what happens to a delivery: 2xx is delivered;
 network errors, timeouts, 408, 429 and 5xx are worth another try; any other
@@ -9,11 +9,15 @@ request, so the delivery goes to the dead letters with the vendor's reason.
 from __future__ import annotations
 
 import logging
+import random
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
 import httpx
+
+from collector.config import DeliveryPolicy
+from collector.defaults import RETRY_JITTER
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +64,13 @@ def parse_retry_after(value: str | None) -> float | None:
         return None
 
 
+def retry_delay(attempt: int, policy: DeliveryPolicy, retry_after: float | None = None) -> float:
+    """Exponential backoff with jitter for the ``attempt``-th retry; a vendor's Retry-After wins if longer."""
+    interval = min(policy.retry_base_seconds * 2 ** max(attempt - 1, 0), policy.retry_max_interval_seconds)
+    jittered = interval * random.uniform(1 - RETRY_JITTER, 1 + RETRY_JITTER)
+    return max(jittered, retry_after or 0.0)
+
+
 class VendorClient:
     """Posts a delivery's body to one destination's URL; subclasses say which headers go along."""
 
@@ -72,7 +83,11 @@ class VendorClient:
     def headers_for(self, delivery: dict[str, Any]) -> dict[str, str]:
         raise NotImplementedError
 
-    def send(self, delivery: dict[str, Any]) -> Attempt:
+    def send(self, delivery: dict[str, Any]) -> list[Attempt]:
+        """One request; subclasses may split a refused batch into several (hence a list)."""
+        return [self.post(delivery)]
+
+    def post(self, delivery: dict[str, Any]) -> Attempt:
         try:
             response = self._http.post(self.url, json=delivery["body"], headers=self.headers_for(delivery))
         except httpx.HTTPError as error:

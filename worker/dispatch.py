@@ -22,6 +22,7 @@ from rq.serializers import JSONSerializer
 
 from collector.config import DeliveryPolicy
 from collector.queue import KEY_PREFIX, OUTBOX_REGISTRY, WAKE_LIST
+from worker.breaker import Breaker
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,7 @@ JOB_FUNCTION = "worker.jobs.forward_deliveries"
 LOCK_MILLISECONDS = 30_000
 IDLE_POLL_SECONDS = 1.0
 FAILED_JOB_TTL_SECONDS = 365 * 24 * 3600
+RETRIES_BOUNDED_BY_AGE = 1_000_000
 _RELEASE_LOCK = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 
 
@@ -62,6 +64,9 @@ class Dispatcher:
         return made
 
     def drain(self, outbox: str) -> int:
+        _, _, site, destination = outbox.split(":", 3)
+        if Breaker(self._redis, site, destination).is_open():
+            return 0
         lock, token = f"{KEY_PREFIX}dispatch-lock:{outbox}", uuid.uuid4().hex
         if not self._redis.set(lock, token, nx=True, px=LOCK_MILLISECONDS):
             return 0
@@ -87,7 +92,8 @@ class Dispatcher:
             result_ttl=600,
             failure_ttl=FAILED_JOB_TTL_SECONDS,
             description=f"forward {len(deliveries)} {first['destination']} deliveries of {first['site']}",
-            retry=Retry(max=len(self._policy.retry_schedule_seconds), interval=list(self._policy.retry_schedule_seconds)),
+            # The job sets its own next interval (backoff, Retry-After) and gives up by age, not by count.
+            retry=Retry(max=RETRIES_BOUNDED_BY_AGE, interval=[max(int(self._policy.retry_base_seconds), 1)]),
         )
         with self._redis.pipeline(transaction=True) as pipe:
             queue.enqueue_many([job], pipeline=pipe)

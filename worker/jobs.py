@@ -1,21 +1,26 @@
 """The RQ job: send one job's deliveries concurrently; raise so RQ retries what failed.
 
 A job holds up to ``deliveries_per_job`` deliveries of one site and
-destination. Deliveries already recorded as delivered are skipped, so a
-retried job resends only what failed. Answers that repeating cannot fix
-(400, 401, 403, 404, 422) go to the dead letters at once; answers worth
-another try (timeouts, 408, 429, 5xx) make the job raise until its retries
-run out, and then go to the dead letters too.
+destination. Events already recorded as delivered are skipped, so a retried
+or recovered job resends only what failed. Answers that repeating cannot fix
+(400, 401, 403, 404, 422) go to the dead letters at once. Answers worth
+another try (network errors, timeouts, 408, 429, 5xx) make the job raise;
+RQ then runs it again after :func:`worker.delivery.retry_delay` (exponential,
+with jitter, never sooner than the vendor's Retry-After), until a delivery
+is older than ``retry_for_seconds`` and is dead-lettered instead.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from rq import get_current_job
 
-from worker.delivery import Outcome
+from worker.breaker import Breaker
+from worker.delivery import Attempt, Outcome, retry_delay
+from worker.outbox_return import return_to_outbox
 from worker.runtime import current_runtime
 
 log = logging.getLogger(__name__)
@@ -25,40 +30,59 @@ class DeliveriesFailed(Exception):
     """Some deliveries of the job should be tried again later."""
 
 
-def _is_last_attempt() -> bool:
+def _schedule_next_try(delay: float) -> int:
+    """Tell RQ when to run this job again; return which attempt that will be."""
     job = get_current_job()
-    return job is None or not job.retries_left
-
-
-def _attempt_number() -> int:
-    job = get_current_job()
-    if job is None or job.retry_intervals is None:
+    if job is None:
         return 1
-    return len(job.retry_intervals) - (job.retries_left or 0) + 1
+    attempt = int(job.meta.get("attempt", 1)) + 1
+    job.meta["attempt"] = attempt
+    job.retry_intervals = [max(int(round(delay)), 1)]
+    job.save_meta()
+    return attempt
+
+
+def _current_attempt() -> int:
+    job = get_current_job()
+    return int(job.meta.get("attempt", 1)) if job is not None else 1
+
+
+def _expired(attempt: Attempt, retry_for_seconds: float, now: float) -> bool:
+    return now - float(attempt.delivery.get("queued_at") or now) > retry_for_seconds
 
 
 def forward_deliveries(deliveries: list[dict[str, Any]]) -> dict[str, int]:
     runtime = current_runtime()
+    policy = runtime.config.settings.delivery
+    site, destination = deliveries[0]["site"], deliveries[0]["destination"]
+    breaker = Breaker(runtime.redis, site, destination)
+    if breaker.is_open():
+        return_to_outbox(runtime.redis, deliveries)
+        return {"returned_to_outbox": len(deliveries)}
+
     pending = runtime.ledger.undelivered(deliveries)
     attempts = runtime.send_all(pending)
-    runtime.ledger.mark_delivered([a.delivery for a in attempts if a.outcome is Outcome.DELIVERED])
-
+    now = time.time()
+    delivered = [a for a in attempts if a.outcome is Outcome.DELIVERED]
     dead = [a for a in attempts if a.outcome is Outcome.DEAD]
-    to_retry = [a for a in attempts if a.outcome is Outcome.RETRY]
-    tries = _attempt_number()
-    runtime.dead_letters.add(dead, tries)
+    to_retry = [a for a in attempts if a.outcome is Outcome.RETRY and not _expired(a, policy.retry_for_seconds, now)]
+    given_up = [a for a in attempts if a.outcome is Outcome.RETRY and _expired(a, policy.retry_for_seconds, now)]
+    attempt_number = _current_attempt()
+    runtime.dead_letters.add(dead, attempt_number)
+    runtime.dead_letters.add(given_up, attempt_number, reason_prefix=f"gave up after {policy.retry_for_seconds:g} s: ")
     summary = {
-        "delivered": len(attempts) - len(dead) - len(to_retry),
+        "delivered": len(delivered),
         "already_delivered": len(deliveries) - len(pending),
-        "dead": len(dead),
+        "dead": len(dead) + len(given_up),
         "retry": len(to_retry),
     }
-    if to_retry and _is_last_attempt():
-        runtime.dead_letters.add(to_retry, tries, reason_prefix="gave up after retries: ")
-        summary["dead"] += len(to_retry)
-        summary["retry"] = 0
-    elif to_retry:
-        reasons = sorted({attempt.reason for attempt in to_retry})
-        raise DeliveriesFailed(f"{len(to_retry)} of {len(deliveries)} deliveries will be retried: {', '.join(reasons)}")
-    log.info("job done: %s", summary)
+    if to_retry:
+        retry_after = max((a.retry_after or 0.0) for a in to_retry)
+        delay = retry_delay(attempt_number, policy, retry_after)
+        if not delivered:
+            breaker.open_for(delay)
+        _schedule_next_try(delay)
+        reasons = ", ".join(sorted({a.reason for a in to_retry}))
+        raise DeliveriesFailed(f"{len(to_retry)} {destination} deliveries of {site} retry in {delay:.1f} s: {reasons}")
+    log.info("%s/%s job done: %s", site, destination, summary)
     return summary

@@ -1,8 +1,10 @@
-"""Which deliveries already reached their vendor, so a retried or replayed job skips them.
+"""Which events already reached each vendor, so a retried, recovered or replayed job skips them.
 
 A job carries many deliveries and RQ retries a job as a whole; without this
 record, one failed Commerce event would resend the nineteen that succeeded.
-Each delivered id is kept for the dedupe window.
+It is kept per event id (a Depict delivery is an array of events) for the
+dedupe window, and written the moment a vendor says 2xx, so a worker killed
+mid-job leaves at most the requests in flight unrecorded.
 """
 
 from __future__ import annotations
@@ -15,8 +17,23 @@ from redis import Redis
 from collector.queue import KEY_PREFIX
 
 
-def delivered_key(delivery: dict[str, Any]) -> str:
-    return f"{KEY_PREFIX}delivered:{delivery['site']}:{delivery['destination']}:{delivery['id']}"
+def delivered_key(site: str, destination: str, event_id: str) -> str:
+    return f"{KEY_PREFIX}delivered:{site}:{destination}:{event_id}"
+
+
+def _keys(delivery: dict[str, Any]) -> list[str]:
+    return [delivered_key(delivery["site"], delivery["destination"], event_id) for event_id in delivery["event_ids"]]
+
+
+def _without(delivery: dict[str, Any], delivered: set[str]) -> dict[str, Any] | None:
+    """The delivery minus its events already delivered, or None when nothing is left."""
+    keep = [index for index, event_id in enumerate(delivery["event_ids"]) if event_id not in delivered]
+    if not keep:
+        return None
+    if len(keep) == len(delivery["event_ids"]):
+        return delivery
+    event_ids = [delivery["event_ids"][index] for index in keep]
+    return {**delivery, "body": [delivery["body"][index] for index in keep], "event_ids": event_ids}
 
 
 class DeliveryLedger:
@@ -25,15 +42,17 @@ class DeliveryLedger:
         self._window = window_seconds
 
     def undelivered(self, deliveries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-        if not deliveries:
+        """The deliveries still owed, each trimmed to the events not yet delivered."""
+        keys = [key for delivery in deliveries for key in _keys(delivery)]
+        if not keys:
             return []
-        marks = self._redis.mget([delivered_key(delivery) for delivery in deliveries])
-        return [delivery for delivery, mark in zip(deliveries, marks) if mark is None]
+        marks = self._redis.mget(keys)
+        delivered = {key.rsplit(":", 1)[1] for key, mark in zip(keys, marks) if mark is not None}
+        remaining = [_without(delivery, delivered) for delivery in deliveries]
+        return [delivery for delivery in remaining if delivery is not None]
 
-    def mark_delivered(self, deliveries: Sequence[dict[str, Any]]) -> None:
-        if not deliveries:
-            return
+    def mark_delivered(self, delivery: dict[str, Any]) -> None:
         pipe = self._redis.pipeline(transaction=False)
-        for delivery in deliveries:
-            pipe.set(delivered_key(delivery), "1", ex=self._window)
+        for key in _keys(delivery):
+            pipe.set(key, "1", ex=self._window)
         pipe.execute()

@@ -1,18 +1,33 @@
-"""``collector worker``: one process that dispatches outboxes into jobs and performs them.
+"""``collector worker``: a supervisor with one delivery process per destination.
 
-It runs RQ's ``SimpleWorker`` (no fork per job: forking costs about 6x the
-throughput on this machine class, and our jobs share one pooled HTTP client
-that a fork could not reuse) with RQ's scheduler for retry intervals, and a
-dispatcher thread that turns outbox entries into jobs.
+- Each destination's queue has its own child process, so a slow or failing
+  vendor never delays the other.
+- A child runs :class:`DeliveryWorker`, RQ's ``SimpleWorker`` (no fork per
+  job: forking costs about 6x the throughput here, and jobs share one pooled
+  HTTP client a fork could not reuse) with a heartbeat thread. The heartbeat
+  keeps a running job's entry in RQ's started registry alive for
+  ``HEARTBEAT_TTL_SECONDS`` at a time, so a job whose process was SIGKILLed
+  is seen as abandoned within that time, and RQ's maintenance (every
+  ``MAINTENANCE_SECONDS`` instead of RQ's default 10 minutes) runs it again.
+- The supervisor runs the dispatcher thread (outbox -> jobs) and restarts a
+  child that died. A child whose supervisor died stops too.
+- Redis going away does not end a process: it waits and reconnects.
 """
 
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from typing import Any
 
-from redis import Redis
+from redis import Redis, RedisError
 from rq import SimpleWorker
 from rq.serializers import JSONSerializer
+from rq.worker import WorkerStatus
 
 from collector.config import CollectorConfig
 from collector.defaults import DESTINATIONS
@@ -21,31 +36,151 @@ from worker.runtime import WorkerRuntime, install
 
 log = logging.getLogger(__name__)
 
+HEARTBEAT_SECONDS = 2
+HEARTBEAT_TTL_SECONDS = 10
+MAINTENANCE_SECONDS = 5
+RECONNECT_SECONDS = 1.0
+SUPERVISE_SECONDS = 0.5
+
 
 def worker_redis(url: str) -> Redis:
     """RQ blocks on BLPOP for minutes, so this connection has no read timeout (only a connect one)."""
     return Redis.from_url(url, socket_connect_timeout=5, socket_keepalive=True, health_check_interval=30)
 
 
-def build_worker(redis: Redis) -> SimpleWorker:
-    queues = [delivery_queue(redis, destination) for destination in DESTINATIONS]
-    return SimpleWorker(queues, connection=redis, serializer=JSONSerializer)
+class DeliveryWorker(SimpleWorker):
+    """A SimpleWorker whose running job keeps a short, refreshed lease in the started registry."""
+
+    def get_heartbeat_ttl(self, job: Any, working_time: float = 0.0) -> int:
+        return HEARTBEAT_TTL_SECONDS
+
+    def execute_job(self, job: Any, queue: Any) -> None:
+        execution = self.prepare_execution(job)
+        done = threading.Event()
+        beat = threading.Thread(target=self._beat, args=(job, execution, done), name="heartbeat", daemon=True)
+        beat.start()
+        try:
+            self.perform_job(job, queue, execution)
+        finally:
+            done.set()
+            beat.join()
+        self.set_state(WorkerStatus.IDLE)
+
+    def _beat(self, job: Any, execution: Any, done: threading.Event) -> None:
+        while not done.wait(HEARTBEAT_SECONDS):
+            try:
+                self.maintain_heartbeats(job, execution)
+            except RedisError as error:
+                self.log.warning("heartbeat failed: %s", type(error).__name__)
 
 
-def run_worker(config: CollectorConfig, redis_url: str, burst: bool = False) -> None:
-    """Work until stopped (SIGTERM/SIGINT), or, with ``burst``, until the outboxes and queues are empty."""
+def _stop_when_parent_dies(parent_pid: int) -> None:
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(SUPERVISE_SECONDS)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def run_delivery_process(config: CollectorConfig, redis_url: str, destination: str, parent_pid: int | None = None) -> None:
+    """Perform ``destination``'s jobs until SIGTERM/SIGINT, reconnecting when Redis goes away."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s")
+    if parent_pid:
+        _stop_when_parent_dies(parent_pid)
     redis = worker_redis(redis_url)
     runtime = WorkerRuntime.start(config, redis)
     install(runtime)
-    dispatcher = Dispatcher(redis, config.settings.delivery)
+    stopping = threading.Event()
     try:
-        if burst:
-            dispatcher.drain_all()
-            build_worker(redis).work(burst=True, logging_level="WARNING")
-            return
-        dispatcher.start_thread()
-        build_worker(redis).work(with_scheduler=True, logging_level="INFO")
+        while not stopping.is_set():
+            worker = DeliveryWorker(
+                [delivery_queue(redis, destination)],
+                connection=redis,
+                serializer=JSONSerializer,
+                maintenance_interval=MAINTENANCE_SECONDS,
+            )
+            try:
+                worker.work(with_scheduler=True, logging_level="INFO")
+            except RedisError as error:
+                log.warning("worker for %s lost redis (%s); reconnecting", destination, type(error).__name__)
+            if worker._stop_requested:
+                stopping.set()
+            else:
+                time.sleep(RECONNECT_SECONDS)
     finally:
-        dispatcher.stop()
         runtime.close()
         install(None)
+
+
+def run_burst(config: CollectorConfig, redis_url: str) -> None:
+    """Drain the outboxes and perform every queued job in this process, then return (tests, one-off runs)."""
+    redis = worker_redis(redis_url)
+    runtime = WorkerRuntime.start(config, redis)
+    install(runtime)
+    try:
+        Dispatcher(redis, config.settings.delivery).drain_all()
+        queues = [delivery_queue(redis, destination) for destination in DESTINATIONS]
+        DeliveryWorker(queues, connection=redis, serializer=JSONSerializer).work(burst=True, logging_level="WARNING")
+    finally:
+        runtime.close()
+        install(None)
+
+
+class Supervisor:
+    """Starts one delivery process per destination, restarts them when they die, runs the dispatcher."""
+
+    def __init__(self, config: CollectorConfig, redis_url: str):
+        self._config = config
+        self._redis_url = redis_url
+        self._context = multiprocessing.get_context("spawn")
+        self._children: dict[str, multiprocessing.process.BaseProcess] = {}
+        self._stopping = threading.Event()
+
+    def _start_child(self, destination: str) -> None:
+        child = self._context.Process(
+            target=run_delivery_process,
+            args=(self._config, self._redis_url, destination, os.getpid()),
+            name=f"deliver-{destination}",
+        )
+        child.start()
+        self._children[destination] = child
+        log.info("delivery process for %s: pid %s", destination, child.pid)
+
+    def child_pids(self) -> dict[str, int | None]:
+        return {destination: child.pid for destination, child in self._children.items()}
+
+    def run(self) -> None:
+        signal.signal(signal.SIGTERM, lambda *_: self._stopping.set())
+        signal.signal(signal.SIGINT, lambda *_: self._stopping.set())
+        dispatcher = Dispatcher(worker_redis(self._redis_url), self._config.settings.delivery)
+        dispatcher.start_thread()
+        for destination in DESTINATIONS:
+            self._start_child(destination)
+        try:
+            while not self._stopping.wait(SUPERVISE_SECONDS):
+                for destination, child in list(self._children.items()):
+                    if not child.is_alive():
+                        log.warning("delivery process for %s (pid %s) died with %s; restarting", destination, child.pid, child.exitcode)
+                        self._start_child(destination)
+        finally:
+            dispatcher.stop()
+            self._stop_children()
+
+    def _stop_children(self) -> None:
+        for child in self._children.values():
+            if child.is_alive() and child.pid:
+                os.kill(child.pid, signal.SIGTERM)
+        for child in self._children.values():
+            child.join(timeout=30)
+            if child.is_alive():
+                child.kill()
+                child.join(timeout=5)
+
+
+def run_worker(config: CollectorConfig, redis_url: str, burst: bool = False) -> None:
+    """``collector worker``: supervise delivery processes until stopped, or, with ``burst``, drain once."""
+    if burst:
+        run_burst(config, redis_url)
+    else:
+        Supervisor(config, redis_url).run()

@@ -60,16 +60,21 @@ class WorkerRuntime:
     def dead_letters(self) -> DeadLetters:
         return DeadLetters(self.redis)
 
-    def send(self, delivery: dict[str, Any]) -> Attempt:
+    def send(self, delivery: dict[str, Any]) -> list[Attempt]:
+        """Send one delivery and record at once what the vendor took."""
         client = self.clients.get((delivery["site"], delivery["destination"]))
         if client is None:
             reason = f"site {delivery['site']!r} has no {delivery['destination']} destination in the worker's config"
-            return Attempt(delivery, Outcome.DEAD, answer=reason)
-        return client.send(delivery)
+            return [Attempt(delivery, Outcome.DEAD, answer=reason)]
+        attempts = client.send(delivery)
+        for attempt in attempts:
+            if attempt.outcome is Outcome.DELIVERED:
+                self.ledger.mark_delivered(attempt.delivery)
+        return attempts
 
     def send_all(self, deliveries: list[dict[str, Any]]) -> list[Attempt]:
-        """Send concurrently over the pooled client; answers come back in order."""
-        return list(self.executor.map(self.send, deliveries))
+        """Send concurrently over the pooled client."""
+        return [attempt for attempts in self.executor.map(self.send, deliveries) for attempt in attempts]
 
     def close(self) -> None:
         self.executor.shutdown(wait=True)
