@@ -207,3 +207,24 @@ def live_stack_session(
 def live_stack(live_stack_session: LiveStack, depict: DepictStandIn, commerce: CommerceStandIn) -> LiveStack:
     """The live stack with the stand-ins' records and faults cleared."""
     return live_stack_session
+
+
+FAULT_FIGURES = pytest.StashKey[list]()
+
+
+@pytest.fixture
+def fault_figures(request: pytest.FixtureRequest) -> list[dict]:
+    """Rows of the fault-scenario table printed at the end of the run."""
+    return request.config.stash.setdefault(FAULT_FIGURES, [])
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # noqa: ANN001
+    rows = config.stash.get(FAULT_FIGURES, [])
+    if not rows:
+        return
+    columns = list(rows[0])
+    widths = {column: max(len(column), *(len(str(row[column])) for row in rows)) for column in columns}
+    terminalreporter.section("fault scenarios")
+    terminalreporter.write_line(" | ".join(column.ljust(widths[column]) for column in columns))
+    for row in rows:
+        terminalreporter.write_line(" | ".join(str(row[column]).ljust(widths[column]) for column in columns))
