@@ -65,6 +65,7 @@ class VendorStandIn:
         self._spec = VendorSpec.load(SPECS / self.spec_file)
         self._lock = threading.Lock()
         self._requests: list[ReceivedRequest] = []
+        self._arrivals = 0
         self._faults: collections.deque[_Fault] = collections.deque()
         self._stopping = threading.Event()
         self._server: ThreadingHTTPServer | None = None
@@ -128,12 +129,19 @@ class VendorStandIn:
             return list(self._requests)
 
     @property
+    def arrivals(self) -> int:
+        """Requests that arrived, including those still being answered (a hang is recorded only when it ends)."""
+        with self._lock:
+            return self._arrivals
+
+    @property
     def accepted(self) -> list[ReceivedRequest]:
         return [request for request in self.requests if 200 <= request.status < 300]
 
     def clear(self) -> None:
         with self._lock:
             self._requests.clear()
+            self._arrivals = 0
 
     def wait_for(self, condition: int | Callable[[list[ReceivedRequest]], bool], timeout: float = 10.0) -> list[ReceivedRequest]:
         """Poll until ``condition`` accepted requests arrived (or the predicate holds); return them."""
@@ -221,6 +229,8 @@ class VendorStandIn:
                 body = self.rfile.read(length) if length else b""
                 headers = {name.lower(): value for name, value in self.headers.items()}
                 received = time.monotonic()
+                with stand_in._lock:
+                    stand_in._arrivals += 1
                 status, extra, answer, errors, parsed = stand_in.answer("POST", self.path.split("?")[0], headers, body)
                 stand_in._record(ReceivedRequest("POST", self.path, headers, body, parsed, errors, status, received))
                 payload = json.dumps(answer).encode()

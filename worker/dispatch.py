@@ -31,6 +31,7 @@ LOCK_MILLISECONDS = 30_000
 IDLE_POLL_SECONDS = 1.0
 FAILED_JOB_TTL_SECONDS = 365 * 24 * 3600
 RETRIES_BOUNDED_BY_AGE = 1_000_000
+MAINTENANCE_LOCK_SECONDS = 30
 _RELEASE_LOCK = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 
 
@@ -39,8 +40,22 @@ def queue_name(destination: str) -> str:
     return f"deliveries-{destination}"
 
 
-def delivery_queue(redis: Redis, destination: str) -> Queue:
-    return Queue(queue_name(destination), connection=redis, serializer=JSONSerializer)
+class DeliveryQueue(Queue):
+    """An RQ queue whose maintenance lock a SIGKILLed worker holds for seconds, not RQ's 15 minutes.
+
+    RQ takes ``rq:clean_registries:<queue>`` for 899 s while a worker cleans
+    the queue's registries, which is what re-runs abandoned jobs. A worker
+    killed during that pass (every few seconds here) would leave the lock
+    behind, and with one worker per queue no abandoned job would run again
+    for a quarter of an hour. A pass takes milliseconds, so 30 s is ample.
+    """
+
+    def acquire_maintenance_lock(self) -> bool:
+        return bool(self.connection.set(self.registry_cleaning_key, 1, nx=True, ex=MAINTENANCE_LOCK_SECONDS))
+
+
+def delivery_queue(redis: Redis, destination: str) -> DeliveryQueue:
+    return DeliveryQueue(queue_name(destination), connection=redis, serializer=JSONSerializer)
 
 
 def job_timeout_seconds(policy: DeliveryPolicy) -> int:

@@ -8,7 +8,9 @@
   keeps a running job's entry in RQ's started registry alive for
   ``HEARTBEAT_TTL_SECONDS`` at a time, so a job whose process was SIGKILLed
   is seen as abandoned within that time, and RQ's maintenance (every
-  ``MAINTENANCE_SECONDS`` instead of RQ's default 10 minutes) runs it again.
+  ``MAINTENANCE_SECONDS`` instead of RQ's default 10 minutes, also while the
+  queue is idle, under a lock that a killed worker holds for seconds, not
+  15 minutes) runs it again.
 - The supervisor runs the dispatcher thread (outbox -> jobs) and restarts a
   child that died. A child whose supervisor died stops too.
 - Redis going away does not end a process: it waits and reconnects.
@@ -53,6 +55,17 @@ class DeliveryWorker(SimpleWorker):
 
     def get_heartbeat_ttl(self, job: Any, working_time: float = 0.0) -> int:
         return HEARTBEAT_TTL_SECONDS
+
+    @property
+    def dequeue_timeout(self) -> int:
+        """Wake from an idle BLPOP every maintenance interval.
+
+        RQ runs maintenance (which re-runs abandoned jobs) only between
+        dequeues, and an idle worker otherwise blocks for ``worker_ttl - 15``
+        (405 s): the only worker of a queue would leave a job whose process
+        was killed untouched for minutes once traffic stops.
+        """
+        return MAINTENANCE_SECONDS
 
     def execute_job(self, job: Any, queue: Any) -> None:
         execution = self.prepare_execution(job)

@@ -25,6 +25,7 @@ import httpx
 import psutil
 import pytest
 from redis import Redis
+from rq import Worker
 from werkzeug.serving import make_server
 
 from collector import create_app
@@ -34,6 +35,8 @@ from tests.conftest import COMMERCE_KEY, DEPICT_KEY, ORIGIN, OTHER_SITE, REPO, S
 from tests.factories import make_event
 from tests.vendors import CommerceStandIn, DepictStandIn
 from worker.dead_letters import DeadLetters
+from worker.dispatch import MAINTENANCE_LOCK_SECONDS, delivery_queue
+from worker.process import HEARTBEAT_TTL_SECONDS, MAINTENANCE_SECONDS
 
 SEND_DEADLINE_SECONDS = 60
 
@@ -107,6 +110,14 @@ class FaultStack:
             time.sleep(min(float(answer.headers.get("Retry-After", "1")), 1.0))
         return False
 
+    def delivery_pid(self, destination: str) -> int:
+        """The live delivery process working ``destination``'s queue, as RQ's worker registry knows it."""
+        redis = Redis.from_url(self.redis.url)
+        children = {child.pid for child in psutil.Process(self.worker.pid).children()} if self.worker else set()
+        pids = [worker.pid for worker in Worker.all(connection=redis, queue=delivery_queue(redis, destination)) if worker.pid in children]
+        assert len(pids) == 1, f"expected one live {destination} process, found {pids}"
+        return pids[0]
+
     def dead_letters(self) -> DeadLetters:
         return DeadLetters(Redis.from_url(self.redis.url))
 
@@ -131,14 +142,26 @@ def batches(count: int, size: int = 10, event_type: str = "add_to_cart") -> list
     return [[make_event(event_type, props={"product_id": f"P-{i}-{j}"}) for j in range(size)] for i in range(count)]
 
 
-def wait_until(condition, timeout: float) -> float:
-    """Poll until ``condition()``; return the seconds it took (fails the test on timeout)."""
+def wait_until(condition, timeout: float, explain=lambda: "") -> float:
+    """Poll until ``condition()``; return the seconds it took (fails the test on timeout, with ``explain()``)."""
     started = time.monotonic()
     while not condition():
         if time.monotonic() - started > timeout:
-            raise AssertionError(f"not reached within {timeout} s")
+            raise AssertionError(f"not reached within {timeout} s; {explain()}")
         time.sleep(0.1)
     return time.monotonic() - started
+
+
+def where_deliveries_wait(redis_url: str) -> str:
+    """Outboxes, RQ queues and registries, and the locks that gate them: what a stuck pipeline looks like."""
+    redis = Redis.from_url(redis_url, decode_responses=True)
+    counts = {}
+    for key in sorted(redis.scan_iter("collector:outbox:*")):
+        counts[key] = redis.llen(key)
+    for key in sorted(redis.scan_iter("rq:*")):
+        kind = redis.type(key)
+        counts[key] = {"list": redis.llen, "zset": redis.zcard, "set": redis.scard}.get(kind, lambda k: redis.ttl(k))(key)
+    return ", ".join(f"{key}={value}" for key, value in counts.items() if not key.startswith(("rq:job:", "rq:results:", "rq:execution")))
 
 
 def record(figures: list[dict], scenario: str, sent: int, acknowledged: int, delivered: int, duplicates: int, dead: int, recovery: float) -> None:
@@ -175,7 +198,11 @@ def test_sigkilled_delivery_processes_lose_nothing(stack, fault_figures):
                 kills += 1
     last_kill = time.monotonic()
     ids = {event["id"] for event in events}
-    wait_until(lambda: ids <= set(stack.depict.event_ids()) and len(stack.commerce.event_ids()) >= len(ids), timeout=120)
+    wait_until(
+        lambda: ids <= set(stack.depict.event_ids()) and len(set(stack.commerce.event_ids())) >= len(ids),
+        timeout=120,
+        explain=lambda: f"{len(ids - set(stack.depict.event_ids()))} not at Depict; {where_deliveries_wait(stack.redis.url)}",
+    )
     recovery = time.monotonic() - last_kill
     record(fault_figures, f"SIGKILL x{kills} during 2,000 events", len(events), acknowledged, len(set(stack.depict.event_ids()) & ids), len(stack.depict.duplicates()) + len(stack.commerce.duplicates()), len(stack.dead_letters()), recovery)
     assert acknowledged == len(events)
@@ -275,3 +302,25 @@ def test_redis_restart_while_events_flow(stack, fault_figures):
     assert answers_503 == [503]
     assert len(acknowledged_ids) == len(events)
     assert stack.depict.duplicates() == []
+
+
+def test_a_job_killed_in_flight_runs_again_despite_a_left_maintenance_lock(stack, fault_figures):
+    """The commerce process is SIGKILLed mid-request and leaves RQ's maintenance lock: the job still runs again, once.
+
+    RQ holds ``rq:clean_registries:<queue>`` for 15 minutes; our queue holds
+    it for MAINTENANCE_LOCK_SECONDS, so the only worker of the queue re-runs
+    the abandoned job within that, the heartbeat lease and one maintenance pass.
+    """
+    stack.commerce.hang_next(1, 300)  # longer than the test: the hung request is never answered while it runs
+    event = make_event("User Login")
+    assert stack.send([event])
+    wait_until(lambda: stack.commerce.arrivals >= 1, timeout=30)
+    killed_at = time.monotonic()
+    os.kill(stack.delivery_pid("commerce"), signal.SIGKILL)
+    redis = Redis.from_url(stack.redis.url)
+    redis.set(delivery_queue(redis, "commerce").registry_cleaning_key, 1, ex=MAINTENANCE_LOCK_SECONDS)
+    bound = MAINTENANCE_LOCK_SECONDS + HEARTBEAT_TTL_SECONDS + 3 * MAINTENANCE_SECONDS
+    took = wait_until(lambda: len(stack.commerce.event_ids()) >= 1, timeout=bound + 30, explain=lambda: where_deliveries_wait(stack.redis.url))
+    record(fault_figures, "commerce process SIGKILLed mid-request, lock left", 1, 1, len(stack.commerce.event_ids()), len(stack.commerce.duplicates()), len(stack.dead_letters()), time.monotonic() - killed_at)
+    assert took <= bound
+    assert stack.commerce.duplicates() == []
