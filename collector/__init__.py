@@ -34,7 +34,6 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         REDIS_URL=os.environ.get("REDIS_URL"),
         DEMO=False,
         MAX_CONTENT_LENGTH=defaults.MAX_BODY_BYTES,
-        RATELIMIT_HEADERS_ENABLED=True,
     )
     if config:
         app.config.update(config)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Flask, Response, jsonify
+from flask_limiter import RateLimitExceeded
 from werkzeug.exceptions import HTTPException
 
 
@@ -75,6 +76,14 @@ def _http_error(error: HTTPException) -> tuple[Response, int, dict[str, str]]:
     return jsonify(error_body(code, error.description or error.name)), code, headers
 
 
+def _rate_limited(error: RateLimitExceeded) -> tuple[Response, int, dict[str, str]]:
+    from collector.extensions import seconds_until_allowed
+
+    message = f"too many requests from this address ({error.description}); retry after Retry-After seconds"
+    return jsonify(error_body(429, message)), 429, {"Retry-After": str(seconds_until_allowed())}
+
+
 def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(CollectorError, _collector_error)
+    app.register_error_handler(RateLimitExceeded, _rate_limited)
     app.register_error_handler(HTTPException, _http_error)

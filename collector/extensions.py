@@ -5,16 +5,23 @@ already resolved through the trusted proxy hops. Its counters live in the
 same Redis as the events; when that Redis is down the limiter falls back to
 per-process memory instead of failing the request, so a Redis outage shows
 as the collector's own 503 ("retry later"), never as a limiter 500.
+
+The limiter writes no ``X-RateLimit-*`` headers: the snippet does not read
+them, and they cost two more Redis round trips on every request (and put a
+``Retry-After`` on accepted answers). A refused request gets ``Retry-After``
+from :func:`seconds_until_allowed`.
 """
 
 from __future__ import annotations
 
+import math
+import time
 from dataclasses import dataclass
 
 from flask import current_app
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
-from redis import Redis
+from redis import Redis, RedisError
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -43,6 +50,17 @@ def connect_redis(url: str, timeout: float = defaults.DEFAULT_REDIS_TIMEOUT_SECO
         retry=Retry(NoBackoff(), 1),
         health_check_interval=30,
     )
+
+
+def seconds_until_allowed() -> int:
+    """When the client that was just refused may send again: the end of the breached window."""
+    limit = limiter.current_limit
+    if limit is None:
+        return 1
+    try:
+        return max(1, math.ceil(limit.window.reset_time - time.time()))
+    except RedisError:
+        return max(1, limit.limit.get_expiry())
 
 
 def collector_state() -> CollectorState:

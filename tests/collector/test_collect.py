@@ -218,3 +218,30 @@ def test_redis_down_is_503_with_retry_after_not_500(app_without_redis):
     assert "retry later" in response.json["error"]["message"]
     assert client.get("/readyz").status_code == 503
     assert client.get("/healthz").status_code == 200
+
+
+@pytest.fixture
+def strictly_limited_client(site_config, redis_url):
+    """An app whose /collect takes 3 requests a minute from one address."""
+    from dataclasses import replace
+
+    from collector import create_app
+
+    settings = replace(site_config.settings, rate_limit="3 per minute")
+    app = create_app({"COLLECTOR_CONFIG": replace(site_config, settings=settings), "REDIS_URL": redis_url, "TESTING": True})
+    return app.test_client()
+
+
+def test_over_the_rate_limit_is_429_with_retry_after_and_queues_nothing(strictly_limited_client, redis_client):
+    """The fourth request in a minute is refused in the usual error shape, with when to come back."""
+    for _ in range(3):
+        accepted = post(strictly_limited_client, {"site": SITE, "events": [make_event()]})
+        assert accepted.status_code == 202
+        assert "Retry-After" not in accepted.headers
+    before = redis_client.llen(outbox_key(SITE, "commerce"))
+    refused = post(strictly_limited_client, {"site": SITE, "events": [make_event()]})
+    assert refused.status_code == 429
+    assert refused.json["error"]["code"] == 429 and "3 per 1 minute" in refused.json["error"]["message"]
+    assert 1 <= int(refused.headers["Retry-After"]) <= 60
+    assert redis_client.llen(outbox_key(SITE, "commerce")) == before
+    assert strictly_limited_client.get("/healthz").status_code == 200
