@@ -158,20 +158,22 @@ def worker(args: argparse.Namespace) -> int:
 def replay(args: argparse.Namespace) -> int:
     from redis import Redis
 
-    from worker.replay import replay_dead_letters
+    from worker.replay import purge_dead_letters, replay_dead_letters
 
     _require_config(args)
     redis = Redis.from_url(_require_redis_url())
-    chosen = replay_dead_letters(
-        redis, site=args.site, destination=args.destination, status=args.status, dry_run=args.list
-    )
+    filters = {"site": args.site, "destination": args.destination, "status": args.status}
+    if args.purge:
+        chosen = purge_dead_letters(redis, **filters)
+    else:
+        chosen = replay_dead_letters(redis, **filters, dry_run=args.list)
     for letter in chosen:
         delivery = letter.delivery
         print(
             f"{delivery['site']}\t{delivery['destination']}\t{delivery['id']}\t"
             f"{letter.status if letter.status is not None else '-'}\t{letter.reason}"
         )
-    verb = "would requeue" if args.list else "requeued"
+    verb = "purged" if args.purge else "would requeue" if args.list else "requeued"
     print(f"{verb} {len(chosen)} dead-lettered deliveries", file=sys.stderr)
     return 0
 
@@ -198,11 +200,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command("worker", worker, "the forwarding worker for production")
     sub.add_argument("--burst", action="store_true", help="quit when the outboxes and queues are empty")
 
-    sub = command("replay", replay, "requeue dead-lettered deliveries")
+    sub = command("replay", replay, "requeue dead-lettered deliveries, or purge them")
     sub.add_argument("--site")
     sub.add_argument("--destination", choices=defaults.DESTINATIONS)
     sub.add_argument("--status", type=int, help="only those the vendor answered with this HTTP status")
-    sub.add_argument("--list", action="store_true", help="only show what would be requeued")
+    action = sub.add_mutually_exclusive_group()
+    action.add_argument("--list", action="store_true", help="only show what would be requeued")
+    action.add_argument("--purge", action="store_true", help="delete the matching dead letters for good")
 
     command("check-config", check_config, "report every problem of a configuration file")
     return parser

@@ -1,9 +1,10 @@
-"""``collector replay``: put dead-lettered deliveries back into their outboxes.
+"""``collector replay``: put dead-lettered deliveries back into their outboxes, or purge them.
 
 A replayed delivery keeps its id (and its events' ids), so the vendors see
 the same idempotency keys and the delivery ledger skips any that had in
 fact arrived. Each entry moves in one MULTI/EXEC: pushed to its outbox and
-removed from the dead letters together.
+removed from the dead letters together. Purging is the only way a dead
+letter leaves without being delivered.
 """
 
 from __future__ import annotations
@@ -25,6 +26,22 @@ def _matches(letter: DeadLetter, site: str | None, destination: str | None, stat
     )
 
 
+def dead_letters_matching(
+    redis: Redis, site: str | None = None, destination: str | None = None, status: int | None = None
+) -> list[DeadLetter]:
+    return [letter for letter in DeadLetters(redis) if _matches(letter, site, destination, status)]
+
+
+def purge_dead_letters(
+    redis: Redis, site: str | None = None, destination: str | None = None, status: int | None = None
+) -> list[DeadLetter]:
+    """Delete the matching dead letters for good; return what was deleted."""
+    chosen = dead_letters_matching(redis, site, destination, status)
+    if chosen:
+        redis.hdel(DEAD_LETTERS, *[dead_letter_field(letter.delivery) for letter in chosen])
+    return chosen
+
+
 def replay_dead_letters(
     redis: Redis,
     site: str | None = None,
@@ -32,7 +49,7 @@ def replay_dead_letters(
     status: int | None = None,
     dry_run: bool = False,
 ) -> list[DeadLetter]:
-    chosen = [letter for letter in DeadLetters(redis) if _matches(letter, site, destination, status)]
+    chosen = dead_letters_matching(redis, site, destination, status)
     if dry_run:
         return chosen
     for letter in chosen:
