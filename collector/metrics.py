@@ -23,7 +23,7 @@ from prometheus_client.core import GaugeMetricFamily
 from redis import RedisError
 
 from collector.extensions import collector_state
-from collector.queue import pending_deliveries
+from collector.queue import pending_entries
 
 EVENTS = Counter("collector_events_total", "Events received by /collect, by site and outcome", ["site", "outcome"])
 REQUESTS = Counter("collector_collect_requests_total", "Requests to /collect, by status code", ["status"])
@@ -40,9 +40,11 @@ class OutboxDepth:
     """Reads the outbox lengths from Redis when Prometheus scrapes."""
 
     def collect(self):  # noqa: ANN201 - prometheus_client's collector protocol
-        gauge = GaugeMetricFamily("collector_outbox_deliveries", "Deliveries waiting for a worker", labels=["outbox"])
+        gauge = GaugeMetricFamily(
+            "collector_outbox_entries", "Outbox entries (one per /collect request) waiting for a worker", labels=["outbox"]
+        )
         try:
-            depths = pending_deliveries(collector_state().redis)
+            depths = pending_entries(collector_state().redis)
         except RedisError:  # a scrape must still answer while Redis is down
             depths = {}
         for key, depth in depths.items():

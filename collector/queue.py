@@ -1,13 +1,17 @@
 """Deliveries -> the site's outboxes in Redis, deduplicated, in one round trip.
 
 A *delivery* is one HTTP request we owe a vendor: a Depict array of the
-batch's events, or one Commerce Web Event. ``/collect`` hands them to
-:func:`enqueue_deliveries`, which runs one Lua script that
+batch's events, or one Commerce Web Event. An *outbox entry* holds the
+deliveries of one ``/collect`` request for one destination, as
+zlib-compressed JSON (:func:`encode_entry`): the vendors' field names repeat
+in every event, so an entry takes about a sixth of its JSON, and a queued
+event costs about 200 bytes of Redis in all. ``/collect`` hands the
+deliveries to :meth:`Outbox.try_enqueue`, which runs one Lua script that
 
 1. checks that none of the batch's event ids was seen for this site within
    the dedupe window (if some were, it writes nothing and names them, and
    the caller retries without them), then
-2. marks every event id as seen, appends each delivery to its outbox list
+2. marks every event id as seen, appends one entry to each outbox list
    (one per site and destination), and wakes a dispatcher.
 
 A script runs atomically, so an acknowledged event is both marked and
@@ -19,7 +23,9 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+import zlib
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +34,7 @@ from redis import Redis
 KEY_PREFIX = "collector:"
 OUTBOX_REGISTRY = KEY_PREFIX + "outboxes"
 WAKE_LIST = KEY_PREFIX + "wake"
+ENTRY_COMPRESSION_LEVEL = 1  # level 6 saves 4% more bytes for 40% more time
 
 
 def outbox_key(site: str, destination: str) -> str:
@@ -49,19 +56,26 @@ class Delivery:
     event_ids: tuple[str, ...]
     headers: dict[str, str] = field(default_factory=dict)
 
-    def to_json(self, queued_at: float) -> str:
-        return json.dumps(
-            {
-                "id": self.id,
-                "site": self.site,
-                "destination": self.destination,
-                "headers": self.headers,
-                "body": self.body,
-                "event_ids": list(self.event_ids),
-                "queued_at": queued_at,
-            },
-            separators=(",", ":"),
-        )
+    def as_dict(self, queued_at: float) -> dict[str, Any]:
+        """The JSON-safe form that travels through the outbox, RQ jobs and the dead letters."""
+        return {
+            "id": self.id,
+            "site": self.site,
+            "destination": self.destination,
+            "headers": self.headers,
+            "body": self.body,
+            "event_ids": list(self.event_ids),
+            "queued_at": queued_at,
+        }
+
+
+def encode_entry(deliveries: Iterable[dict[str, Any]]) -> bytes:
+    """An outbox entry: deliveries of one site and destination, as compressed JSON."""
+    return zlib.compress(json.dumps(list(deliveries), separators=(",", ":")).encode(), ENTRY_COMPRESSION_LEVEL)
+
+
+def decode_entry(raw: bytes) -> list[dict[str, Any]]:
+    return json.loads(zlib.decompress(raw))
 
 
 _ENQUEUE_SCRIPT = """
@@ -103,22 +117,29 @@ class Outbox:
 
     def try_enqueue(self, site: str, event_ids: Sequence[str], deliveries: Sequence[Delivery]) -> list[str]:
         """Queue all or nothing. Returns the event ids already seen (then nothing was written)."""
-        outboxes: list[str] = []
-        args: list[Any] = [self._window, len(event_ids), 0]
         queued_at = time.time()
+        by_outbox: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for delivery in deliveries:
-            key = outbox_key(delivery.site, delivery.destination)
-            if key not in outboxes:
-                outboxes.append(key)
-            args += [outboxes.index(key) + 1, delivery.to_json(queued_at)]
-        args[2] = len(outboxes)
+            by_outbox[outbox_key(delivery.site, delivery.destination)].append(delivery.as_dict(queued_at))
+        outboxes = list(by_outbox)
+        args: list[Any] = [self._window, len(event_ids), len(outboxes)]
+        for number, outbox in enumerate(outboxes, start=1):
+            args += [number, encode_entry(by_outbox[outbox])]
         keys = [seen_key(site, event_id) for event_id in event_ids] + outboxes + [OUTBOX_REGISTRY, WAKE_LIST]
         duplicates = self._script(keys=keys, args=args)
         return [event_ids[int(index)] for index in duplicates]
 
 
-def pending_deliveries(redis: Redis) -> dict[str, int]:
-    """How many deliveries wait in each outbox (for /metrics and the demo)."""
+def wake_dispatchers(redis: Redis) -> None:
+    """Tell a waiting dispatcher there is work (one pending wake-up is enough)."""
+    with redis.pipeline(transaction=False) as pipe:
+        pipe.lpush(WAKE_LIST, "1")
+        pipe.ltrim(WAKE_LIST, 0, 0)
+        pipe.execute()
+
+
+def pending_entries(redis: Redis) -> dict[str, int]:
+    """How many entries (one per /collect request) wait in each outbox, for /metrics."""
     keys = sorted(key.decode() if isinstance(key, bytes) else key for key in redis.smembers(OUTBOX_REGISTRY))
     if not keys:
         return {}

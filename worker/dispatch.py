@@ -1,16 +1,20 @@
 """Outbox -> RQ jobs of many deliveries each.
 
-``/collect`` appends deliveries to one outbox list per site and destination
-(``collector/queue.py``). A dispatcher thread in every worker process takes
-up to ``deliveries_per_job`` entries from the head of an outbox and, in one
+``/collect`` appends one entry (a compressed list of deliveries) per request
+to one outbox list per site and destination (``collector/queue.py``). A
+dispatcher thread in every ``collector worker`` takes whole entries from the
+head of an outbox, up to ``deliveries_per_job`` deliveries, and, in one
 MULTI/EXEC, creates the RQ job that carries them and trims them off the
 outbox: an entry is in the outbox or in a job, never in both or neither.
 One dispatcher at a time works an outbox, under a short Redis lock.
+
+It keeps only ``MAX_WAITING_JOBS`` jobs waiting in a destination's queue: a
+backlog stays in the outbox, compressed, where it costs a sixth of what it
+would as RQ jobs, and a job that ends wakes the dispatcher for the next.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import uuid
@@ -21,7 +25,7 @@ from rq import Queue, Retry
 from rq.serializers import JSONSerializer
 
 from collector.config import DeliveryPolicy
-from collector.queue import KEY_PREFIX, OUTBOX_REGISTRY, WAKE_LIST
+from collector.queue import KEY_PREFIX, OUTBOX_REGISTRY, WAKE_LIST, decode_entry
 from worker.breaker import Breaker
 
 log = logging.getLogger(__name__)
@@ -32,6 +36,7 @@ IDLE_POLL_SECONDS = 1.0
 FAILED_JOB_TTL_SECONDS = 365 * 24 * 3600
 RETRIES_BOUNDED_BY_AGE = 1_000_000
 MAINTENANCE_LOCK_SECONDS = 30
+MAX_WAITING_JOBS = 4
 _RELEASE_LOCK = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 
 
@@ -64,6 +69,19 @@ def job_timeout_seconds(policy: DeliveryPolicy) -> int:
     return int(rounds * (policy.timeout_seconds + policy.connect_timeout_seconds)) + 30
 
 
+def deliveries_for_one_job(entries: list[bytes], limit: int) -> tuple[int, list[dict[str, Any]]]:
+    """How many whole entries from the head make one job of at most ``limit`` deliveries (at least one entry)."""
+    deliveries: list[dict[str, Any]] = []
+    taken = 0
+    for entry in entries:
+        decoded = decode_entry(entry)
+        if taken and len(deliveries) + len(decoded) > limit:
+            break
+        deliveries += decoded
+        taken += 1
+    return taken, deliveries
+
+
 class Dispatcher:
     def __init__(self, redis: Redis, policy: DeliveryPolicy):
         self._redis = redis
@@ -94,12 +112,15 @@ class Dispatcher:
         return made
 
     def _move_one_batch(self, outbox: str) -> bool:
-        entries = self._redis.lrange(outbox, 0, self._policy.deliveries_per_job - 1)
-        if not entries:
+        queue = delivery_queue(self._redis, outbox.rsplit(":", 1)[1])
+        if queue.count >= MAX_WAITING_JOBS:
             return False
-        deliveries = [json.loads(entry) for entry in entries]
+        taken, deliveries = deliveries_for_one_job(
+            self._redis.lrange(outbox, 0, self._policy.deliveries_per_job - 1), self._policy.deliveries_per_job
+        )
+        if not taken:
+            return False
         first = deliveries[0]
-        queue = delivery_queue(self._redis, first["destination"])
         job = Queue.prepare_data(
             JOB_FUNCTION,
             args=(deliveries,),
@@ -112,7 +133,7 @@ class Dispatcher:
         )
         with self._redis.pipeline(transaction=True) as pipe:
             queue.enqueue_many([job], pipeline=pipe)
-            pipe.ltrim(outbox, len(entries), -1)
+            pipe.ltrim(outbox, taken, -1)
             pipe.execute()
         return True
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from rq import get_current_job
 
+from collector.queue import wake_dispatchers
 from worker.breaker import Breaker
 from worker.delivery import Attempt, Outcome, retry_delay
 from worker.outbox_return import return_to_outbox
@@ -52,6 +53,14 @@ def _expired(attempt: Attempt, retry_for_seconds: float, now: float) -> bool:
 
 
 def forward_deliveries(deliveries: list[dict[str, Any]]) -> dict[str, int]:
+    """Send the job's deliveries; then let the dispatcher queue the next job (it keeps only a few waiting)."""
+    try:
+        return _forward(deliveries)
+    finally:
+        wake_dispatchers(current_runtime().redis)
+
+
+def _forward(deliveries: list[dict[str, Any]]) -> dict[str, int]:
     runtime = current_runtime()
     policy = runtime.config.settings.delivery
     site, destination = deliveries[0]["site"], deliveries[0]["destination"]

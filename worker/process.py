@@ -127,14 +127,16 @@ def run_delivery_process(config: CollectorConfig, redis_url: str, destination: s
 
 
 def run_burst(config: CollectorConfig, redis_url: str) -> None:
-    """Drain the outboxes and perform every queued job in this process, then return (tests, one-off runs)."""
+    """Drain the outboxes and perform the jobs in this process until both are empty, then return."""
     redis = worker_redis(redis_url)
     runtime = WorkerRuntime.start(config, redis)
     install(runtime)
     try:
-        Dispatcher(redis, config.settings.delivery).drain_all()
+        dispatcher = Dispatcher(redis, config.settings.delivery)
         queues = [delivery_queue(redis, destination) for destination in DESTINATIONS]
-        DeliveryWorker(queues, connection=redis, serializer=JSONSerializer).work(burst=True, logging_level="WARNING")
+        # the dispatcher keeps only a few jobs waiting, so alternate until nothing is left
+        while dispatcher.drain_all() or any(queue.count for queue in queues):
+            DeliveryWorker(queues, connection=redis, serializer=JSONSerializer).work(burst=True, logging_level="WARNING")
     finally:
         runtime.close()
         install(None)

@@ -9,11 +9,9 @@ letter leaves without being delivered.
 
 from __future__ import annotations
 
-import json
-
 from redis import Redis
 
-from collector.queue import OUTBOX_REGISTRY, WAKE_LIST, outbox_key
+from collector.queue import OUTBOX_REGISTRY, encode_entry, outbox_key, wake_dispatchers
 from worker.dead_letters import DEAD_LETTERS, DeadLetter, DeadLetters, dead_letter_field
 
 
@@ -56,10 +54,10 @@ def replay_dead_letters(
         delivery = letter.delivery
         outbox = outbox_key(delivery["site"], delivery["destination"])
         with redis.pipeline(transaction=True) as pipe:
-            pipe.rpush(outbox, json.dumps(delivery, separators=(",", ":")))
+            pipe.rpush(outbox, encode_entry([delivery]))
             pipe.sadd(OUTBOX_REGISTRY, outbox)
             pipe.hdel(DEAD_LETTERS, dead_letter_field(delivery))
-            pipe.lpush(WAKE_LIST, "1")
-            pipe.ltrim(WAKE_LIST, 0, 0)
             pipe.execute()
+    if chosen:
+        wake_dispatchers(redis)
     return chosen

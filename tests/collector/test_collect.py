@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from collector.queue import outbox_key
+from collector.queue import decode_entry, outbox_key
 from tests.conftest import ORIGIN, OTHER_SITE, SITE
 from tests.factories import make_event
 
@@ -17,7 +17,8 @@ def post(client, body, content_type="text/plain", **headers):
 
 
 def queued(redis_client, site=SITE, destination="depict") -> list[dict]:
-    return [json.loads(entry) for entry in redis_client.lrange(outbox_key(site, destination), 0, -1)]
+    """The deliveries waiting in an outbox, in order, out of their compressed entries."""
+    return [delivery for entry in redis_client.lrange(outbox_key(site, destination), 0, -1) for delivery in decode_entry(entry)]
 
 
 def nothing_queued(redis_client) -> bool:
@@ -198,7 +199,7 @@ def test_metrics_count_accepted_events(client):
     post(client, {"site": SITE, "events": [make_event()]})
     text = client.get("/metrics").get_data(as_text=True)
     assert 'collector_events_total{outcome="accepted",site="test_store"}' in text
-    assert "collector_outbox_deliveries" in text
+    assert 'collector_outbox_entries{outbox="collector:outbox:test_store:commerce"} 1.0' in text
 
 
 @pytest.fixture
@@ -238,10 +239,10 @@ def test_over_the_rate_limit_is_429_with_retry_after_and_queues_nothing(strictly
         accepted = post(strictly_limited_client, {"site": SITE, "events": [make_event()]})
         assert accepted.status_code == 202
         assert "Retry-After" not in accepted.headers
-    before = redis_client.llen(outbox_key(SITE, "commerce"))
+    before = len(queued(redis_client, destination="commerce"))
     refused = post(strictly_limited_client, {"site": SITE, "events": [make_event()]})
     assert refused.status_code == 429
     assert refused.json["error"]["code"] == 429 and "3 per 1 minute" in refused.json["error"]["message"]
     assert 1 <= int(refused.headers["Retry-After"]) <= 60
-    assert redis_client.llen(outbox_key(SITE, "commerce")) == before
+    assert len(queued(redis_client, destination="commerce")) == before
     assert strictly_limited_client.get("/healthz").status_code == 200

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from collector.cli import main
-from collector.queue import outbox_key
+from collector.queue import decode_entry, outbox_key
 from tests.conftest import OTHER_SITE, SITE
 from worker.dead_letters import DeadLetters
 from worker.delivery import Attempt, Outcome
@@ -51,7 +49,8 @@ def test_replay_requeues_only_the_filtered_letters_with_their_ids(dead_letters, 
     """Replaying one site's Commerce letters puts them, unchanged, in that outbox and keeps the others."""
     assert run(config_file, "--site", OTHER_SITE, "--destination", "commerce") == 0
     assert "requeued 2 dead-lettered deliveries" in capsys.readouterr().err
-    requeued = [json.loads(entry) for entry in redis_client.lrange(outbox_key(OTHER_SITE, "commerce"), 0, -1)]
+    entries = redis_client.lrange(outbox_key(OTHER_SITE, "commerce"), 0, -1)
+    requeued = [delivery for entry in entries for delivery in decode_entry(entry)]
     assert sorted(entry["id"] for entry in requeued) == [f"commerce-{OTHER_SITE}-1", f"commerce-{OTHER_SITE}-2"]
     assert [letter.delivery["site"] for letter in dead_letters] == [SITE]
 
