@@ -2,8 +2,10 @@
 
 The schema below is Depict's ``Event`` (``additionalProperties: false``):
 every field it dumps is one the spec declares, and absent values are left
-out rather than sent as null. It is dumped from a small source object that
-joins the inbound event, the site's tenant and market, and the visitor.
+out rather than sent as null. It is dumped from a flat source already keyed
+by Depict's names (PROPS as sent, plus the event's own fields renamed, the
+site's tenant and market, and the visitor), because Marshmallow walks a
+dotted ``attribute`` path key by key for every field of every event.
 """
 
 from __future__ import annotations
@@ -17,27 +19,21 @@ from collector.config import DepictDestination
 from collector.enrich import RequestContext
 
 
-def _prop(name: str) -> fields.String:
-    return fields.String(attribute=f"event.props.{name}")
-
-
 class _DepictEventFields(Schema):
     """The fields of Depict's ``Event`` that are not PROPS passed through."""
 
     tenant = fields.String(required=True)
     market = fields.String(required=True)
-    type = fields.String(required=True, attribute="event.type")
-    deduplication_id = fields.String(attribute="event.id")
+    type = fields.String(required=True)
+    deduplication_id = fields.String()
     user_id = fields.String()
-    session_id = fields.String(attribute="event.session_id")
-    url = fields.String(attribute="event.url")
-    document_referrer = fields.String(attribute="event.document_referrer")
-    document_width = fields.String(attribute="event.document_width")
+    session_id = fields.String()
+    url = fields.String()
+    document_referrer = fields.String()
+    document_width = fields.String()
     page_url = fields.String()
-    variant_ids = fields.List(fields.String(), attribute=f"event.props.{defaults.DEPICT_LIST_PROP}")
-    entity_identifiers = fields.Dict(
-        keys=fields.String(), values=fields.String(), attribute=f"event.props.{defaults.DEPICT_MAP_PROP}"
-    )
+    variant_ids = fields.List(fields.String(), attribute=defaults.DEPICT_LIST_PROP)
+    entity_identifiers = fields.Dict(keys=fields.String(), values=fields.String(), attribute=defaults.DEPICT_MAP_PROP)
 
     @post_dump
     def _drop_absent(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
@@ -45,7 +41,7 @@ class _DepictEventFields(Schema):
 
 
 DepictEventSchema = _DepictEventFields.from_dict(
-    {name: _prop(name) for name in defaults.DEPICT_STRING_PROPS if name != "page_url"},
+    {name: fields.String() for name in defaults.DEPICT_STRING_PROPS if name != "page_url"},
     name="DepictEvent",
 )
 """Depict's ``Event``, as ``depict-create-events.openapi.yaml`` defines it."""
@@ -70,10 +66,16 @@ def page_url_of(event: dict[str, Any]) -> str | None:
 
 def to_depict_event(event: dict[str, Any], destination: DepictDestination, context: RequestContext) -> dict[str, Any]:
     source = {
-        "event": event,
+        **(event.get("props") or {}),
         "tenant": destination.tenant,
         "market": destination.market,
+        "type": event["type"],
+        "deduplication_id": event["id"],
         "user_id": depict_user_id(event, context),
+        "session_id": event.get("session_id"),
+        "url": event.get("url"),
+        "document_referrer": event.get("document_referrer"),
+        "document_width": event.get("document_width"),
         "page_url": page_url_of(event),
     }
     return _schema.dump(source)
