@@ -152,6 +152,23 @@ def client(app):
     return app.test_client()
 
 
+def delivery_process_pid(redis: Redis, supervisor_pid: int, destination: str) -> int:
+    """The live delivery process of a `collector worker` that works ``destination``'s queue.
+
+    RQ's registry can still list a worker whose process is gone, so only the
+    supervisor's living children count.
+    """
+    import psutil
+    from rq import Worker
+
+    from worker.dispatch import delivery_queue
+
+    children = {child.pid for child in psutil.Process(supervisor_pid).children()}
+    pids = [worker.pid for worker in Worker.all(connection=redis, queue=delivery_queue(redis, destination)) if worker.pid in children]
+    assert len(pids) == 1, f"expected one live {destination} process, found {pids}"
+    return pids[0]
+
+
 @dataclass
 class LiveStack:
     url: str

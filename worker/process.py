@@ -24,16 +24,19 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from redis import Redis, RedisError
-from rq import SimpleWorker
+from rq import SimpleWorker, Worker
+from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
+from rq.scheduler import RQScheduler
 from rq.serializers import JSONSerializer
 from rq.worker import WorkerStatus
 
 from collector.config import CollectorConfig
 from collector.defaults import DESTINATIONS
-from worker.dispatch import Dispatcher, delivery_queue
+from worker.dispatch import Dispatcher, delivery_queue, job_timeout_seconds
 from worker.runtime import WorkerRuntime, install
 
 log = logging.getLogger(__name__)
@@ -41,7 +44,9 @@ log = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = 2
 HEARTBEAT_TTL_SECONDS = 10
 MAINTENANCE_SECONDS = 5
+IDLE_WAKE_SECONDS = 1
 RECONNECT_SECONDS = 1.0
+IDLE_STOP_GRACE_SECONDS = 3.0
 SUPERVISE_SECONDS = 0.5
 
 
@@ -51,21 +56,62 @@ def worker_redis(url: str) -> Redis:
 
 
 class DeliveryWorker(SimpleWorker):
-    """A SimpleWorker whose running job keeps a short, refreshed lease in the started registry."""
+    """A SimpleWorker whose running job keeps a short, refreshed lease in the started registry.
+
+    ``stopping`` is set by SIGTERM/SIGINT. RQ itself leaves no trace of a stop
+    that came while the worker was idle (it raises ``StopRequested`` and
+    ``work()`` just returns), which the process could not tell apart from a
+    lost Redis connection.
+    """
+
+    def __init__(self, *args: Any, stopping: threading.Event | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.stopping = stopping or threading.Event()
+
+    def request_stop(self, signum: int, frame: Any) -> None:
+        self.stopping.set()
+        super().request_stop(signum, frame)
+
+    def _start_scheduler(
+        self,
+        burst: bool = False,
+        logging_level: str | None = "INFO",
+        date_format: str = DEFAULT_LOGGING_DATE_FORMAT,
+        log_format: str = DEFAULT_LOGGING_FORMAT,
+    ) -> None:
+        """RQ's own, with :class:`DeliveryScheduler` in place of ``RQScheduler``."""
+        self.scheduler = DeliveryScheduler(
+            self.queues,
+            connection=self.connection,
+            logging_level=logging_level,
+            date_format=date_format,
+            log_format=log_format,
+            serializer=self.serializer,
+        )
+        self.scheduler.acquire_locks()
+        if not self.scheduler.acquired_locks:
+            return
+        if burst:
+            self.scheduler.enqueue_scheduled_jobs()
+            self.scheduler.release_locks()
+        else:
+            self.scheduler.start()
 
     def get_heartbeat_ttl(self, job: Any, working_time: float = 0.0) -> int:
         return HEARTBEAT_TTL_SECONDS
 
     @property
     def dequeue_timeout(self) -> int:
-        """Wake from an idle BLPOP every maintenance interval.
+        """Wake from an idle BLPOP every second.
 
         RQ runs maintenance (which re-runs abandoned jobs) only between
         dequeues, and an idle worker otherwise blocks for ``worker_ttl - 15``
         (405 s): the only worker of a queue would leave a job whose process
-        was killed untouched for minutes once traffic stops.
+        was killed untouched for minutes once traffic stops. A stop signal
+        that the kernel hands to another thread of the process also waits
+        for the main thread's BLPOP to return.
         """
-        return MAINTENANCE_SECONDS
+        return IDLE_WAKE_SECONDS
 
     def execute_job(self, job: Any, queue: Any) -> None:
         execution = self.prepare_execution(job)
@@ -87,20 +133,43 @@ class DeliveryWorker(SimpleWorker):
                 self.log.warning("heartbeat failed: %s", type(error).__name__)
 
 
-def _stop_when_parent_dies(parent_pid: int) -> None:
+class _WithoutMaintenanceChatter(logging.Filter):
+    """RQ logs each maintenance pass at INFO; ours runs every few seconds."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "cleaning" not in str(record.msg)
+
+
+def when_parent_dies(then: Callable[[], None]) -> None:
+    """Call ``then`` (from a watcher thread) once the process that started this one is gone."""
+    parent_pid = os.getppid()
+
     def watch() -> None:
         while os.getppid() == parent_pid:
             time.sleep(SUPERVISE_SECONDS)
-        os.kill(os.getpid(), signal.SIGTERM)
+        then()
 
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+class DeliveryScheduler(RQScheduler):
+    """RQ's scheduler process (it puts retries due back on the queue), ended with its worker.
+
+    RQ forks it from the worker; a worker killed with SIGKILL would leave it
+    running for good, holding the queue's scheduler lock.
+    """
+
+    def work(self) -> None:
+        when_parent_dies(self.request_stop)
+        super().work()
 
 
 def run_delivery_process(config: CollectorConfig, redis_url: str, destination: str, parent_pid: int | None = None) -> None:
     """Perform ``destination``'s jobs until SIGTERM/SIGINT, reconnecting when Redis goes away."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s")
     if parent_pid:
-        _stop_when_parent_dies(parent_pid)
+        when_parent_dies(lambda: os.kill(os.getpid(), signal.SIGTERM))
+    logging.getLogger("rq.worker").addFilter(_WithoutMaintenanceChatter())
     redis = worker_redis(redis_url)
     runtime = WorkerRuntime.start(config, redis)
     install(runtime)
@@ -112,15 +181,16 @@ def run_delivery_process(config: CollectorConfig, redis_url: str, destination: s
                 connection=redis,
                 serializer=JSONSerializer,
                 maintenance_interval=MAINTENANCE_SECONDS,
+                stopping=stopping,
             )
             try:
                 worker.work(with_scheduler=True, logging_level="INFO")
             except RedisError as error:
                 log.warning("worker for %s lost redis (%s); reconnecting", destination, type(error).__name__)
-            if worker._stop_requested:
-                stopping.set()
-            else:
-                time.sleep(RECONNECT_SECONDS)
+            # between workers, a signal must still stop the process (RQ's handlers point at the old worker)
+            signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+            signal.signal(signal.SIGINT, lambda *_: stopping.set())
+            stopping.wait(RECONNECT_SECONDS)
     finally:
         runtime.close()
         install(None)
@@ -183,14 +253,41 @@ class Supervisor:
             self._stop_children()
 
     def _stop_children(self) -> None:
+        """SIGTERM every child; one still running after its grace is SIGKILLed.
+
+        A child finishing a job gets up to the job timeout; an idle one gets
+        ``IDLE_STOP_GRACE_SECONDS``. Killing is safe: a job cut short runs
+        again once its lease lapses, with the same idempotency ids.
+        """
         for child in self._children.values():
             if child.is_alive() and child.pid:
                 os.kill(child.pid, signal.SIGTERM)
-        for child in self._children.values():
-            child.join(timeout=30)
-            if child.is_alive():
-                child.kill()
-                child.join(timeout=5)
+        started = time.monotonic()
+        busy_grace = job_timeout_seconds(self._config.settings.delivery)
+        redis = worker_redis(self._redis_url)
+        while True:
+            alive = [child for child in self._children.values() if child.is_alive()]
+            if not alive:
+                return
+            waited = time.monotonic() - started
+            for child in alive:
+                grace = busy_grace if _is_busy(redis, child.pid) else IDLE_STOP_GRACE_SECONDS
+                if waited > grace:
+                    log.warning("%s (pid %s) did not stop %.0f s after SIGTERM; killing it", child.name, child.pid, waited)
+                    child.kill()
+                    child.join(timeout=5)
+            time.sleep(SUPERVISE_SECONDS / 5)
+
+
+def _is_busy(redis: Redis, pid: int | None) -> bool:
+    """Whether the RQ worker in process ``pid`` says it is performing a job (unknown counts as busy)."""
+    try:
+        for queue_worker in Worker.all(connection=redis):
+            if queue_worker.pid == pid:
+                return queue_worker.get_state() == WorkerStatus.BUSY
+    except RedisError:
+        return True
+    return False
 
 
 def run_worker(config: CollectorConfig, redis_url: str, burst: bool = False) -> None:

@@ -25,13 +25,12 @@ import httpx
 import psutil
 import pytest
 from redis import Redis
-from rq import Worker
 from werkzeug.serving import make_server
 
 from collector import create_app
 from collector.config import load_config
 from collector.redis_server import EmbeddedRedis, free_port
-from tests.conftest import COMMERCE_KEY, DEPICT_KEY, ORIGIN, OTHER_SITE, REPO, SITE, config_toml
+from tests.conftest import COMMERCE_KEY, DEPICT_KEY, ORIGIN, OTHER_SITE, REPO, SITE, config_toml, delivery_process_pid
 from tests.factories import make_event
 from tests.vendors import CommerceStandIn, DepictStandIn
 from worker.dead_letters import DeadLetters
@@ -111,12 +110,8 @@ class FaultStack:
         return False
 
     def delivery_pid(self, destination: str) -> int:
-        """The live delivery process working ``destination``'s queue, as RQ's worker registry knows it."""
-        redis = Redis.from_url(self.redis.url)
-        children = {child.pid for child in psutil.Process(self.worker.pid).children()} if self.worker else set()
-        pids = [worker.pid for worker in Worker.all(connection=redis, queue=delivery_queue(redis, destination)) if worker.pid in children]
-        assert len(pids) == 1, f"expected one live {destination} process, found {pids}"
-        return pids[0]
+        assert self.worker is not None
+        return delivery_process_pid(Redis.from_url(self.redis.url), self.worker.pid, destination)
 
     def dead_letters(self) -> DeadLetters:
         return DeadLetters(Redis.from_url(self.redis.url))
