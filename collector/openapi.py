@@ -9,6 +9,7 @@ from typing import Any
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Blueprint, Response, jsonify
+from marshmallow import fields
 
 from collector.inbound import CollectRequestSchema, CollectResultSchema, EventPropsSchema, InboundEventSchema
 
@@ -30,15 +31,25 @@ def _error_response(description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
 
 
+def object_sizes(_converter: Any, field: fields.Field, ret: dict[str, Any], **_: Any) -> dict[str, Any]:
+    """apispec writes a ``Length`` on a ``Dict`` as ``maxLength``, which JSON Schema ignores on objects."""
+    if not isinstance(field, fields.Dict):
+        return {}
+    return {f"{bound}Properties": ret.pop(f"{bound}Length") for bound in ("min", "max") if f"{bound}Length" in ret}
+
+
 @cache
 def collect_openapi() -> dict[str, Any]:
+    marshmallow = MarshmallowPlugin()
     spec = APISpec(
         title="First-party collector",
         version="1.0.0",
         openapi_version="3.1.0",
-        plugins=[MarshmallowPlugin()],
+        plugins=[marshmallow],
         info={"description": "What the snippet sends to the collector."},
     )
+    assert marshmallow.converter is not None
+    marshmallow.converter.add_attribute_function(object_sizes)
     spec.components.schema("Error", _ERROR)
     spec.components.schema("EventProps", schema=EventPropsSchema)
     spec.components.schema("InboundEvent", schema=InboundEventSchema)

@@ -188,6 +188,27 @@ def test_openapi_document_describes_collect_from_the_same_schemas(client):
     assert "/collect" in document["paths"]
 
 
+@pytest.mark.parametrize(
+    "name, props",
+    [
+        ("typical", {"product_id": "KEY-1", "entity_price": "100", "variant_ids": ["v1"]}),
+        ("50 identifiers", {"entity_identifiers": {f"k{i}": "v" for i in range(50)}}),
+        ("51 identifiers", {"entity_identifiers": {f"k{i}": "v" for i in range(51)}}),
+        ("unknown prop", {"colour": "red"}),
+        ("too long a product id", {"product_id": "x" * 257}),
+    ],
+)
+def test_the_published_schema_accepts_exactly_what_collect_accepts(client, name, props):
+    """A client validating against /openapi.json agrees with /collect on each event."""
+    from jsonschema import Draft202012Validator
+
+    document = client.get("/openapi.json").json
+    validator = Draft202012Validator({"$ref": "#/components/schemas/InboundEvent", "components": document["components"]})
+    event = make_event("add_to_cart", props=props)
+    accepted_by_collect = post(client, {"site": SITE, "events": [event]}).status_code == 202
+    assert validator.is_valid(event) == accepted_by_collect
+
+
 def test_health_and_readiness(client):
     """/healthz answers; /readyz checks Redis."""
     assert client.get("/healthz").json == {"status": "ok"}
