@@ -1,4 +1,10 @@
-"""Put a job's deliveries back at the head of their outbox, as one entry, in one transaction."""
+"""Put a job's deliveries back in their outbox, as one entry, in one transaction.
+
+They go to the tail, as every write to an outbox does. The dispatcher reads
+entries from the head and then trims as many as it took; a push at the head
+between the two would shift the list under it, so the trim would drop the
+returned entry and leave one it had already put in a job.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +21,6 @@ def return_to_outbox(redis: Redis, deliveries: Sequence[dict[str, Any]]) -> None
         return
     outbox = outbox_key(deliveries[0]["site"], deliveries[0]["destination"])
     with redis.pipeline(transaction=True) as pipe:
-        pipe.lpush(outbox, encode_entry(deliveries))
+        pipe.rpush(outbox, encode_entry(deliveries))
         pipe.sadd(OUTBOX_REGISTRY, outbox)
         pipe.execute()
