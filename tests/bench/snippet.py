@@ -1,4 +1,4 @@
-"""How big and how fast the snippet is: ``python -m tests.bench_snippet``.
+"""How big and how fast the snippet is: ``python -m tests.bench.snippet`` (also run by ``python -m tests.bench``).
 
 Prints the bytes of ``/t.js`` (readable source, minified by rjsmin, gzip)
 next to the 2,000-byte budget, and the median main-thread time of one
@@ -17,41 +17,35 @@ Two scenarios:
   queue stays at its 200-event cap (written to localStorage once a second,
   not per call).
 
-It prints; it asserts nothing.
+It prints; it asserts nothing. ``run()`` returns the budget rows for the
+suite's summary; ``--quick`` times fewer calls.
 """
 
 from __future__ import annotations
 
+import argparse
 import gzip
-import logging
 import json
 import statistics
 import sys
-import threading
-from pathlib import Path
+from collections.abc import Sequence
+from typing import Any
 
 import rjsmin
 from flask import Flask, Response
-from werkzeug.serving import make_server
 
 from collector import snippet
+from tests.bench import browser
+from tests.bench.report import Row, heading, ratio
 
 BUDGET_GZIP_BYTES = 2000
 BUDGET_TRACK_MS = 0.5
 CALLS = 1000
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
+QUICK_CALLS = 200
+DESCRIPTION = "The snippet's size and main-thread time per track call, next to their budgets."
 ISOLATED = {"Cross-Origin-Opener-Policy": "same-origin", "Cross-Origin-Embedder-Policy": "require-corp"}
-PAGE = """<!doctype html><html><head><meta charset=utf-8><link rel=icon href="data:,">
-<script async src="/t.js" data-site="bench"></script>
-<script>window.collector=window.collector||function(){(collector.q=collector.q||[]).push(arguments)}</script>
+PAGE = f"""<!doctype html><html><head><meta charset=utf-8><link rel=icon href="data:,">
+{browser.snippet_tags("/t.js", "bench")}
 </head><body><p>bench</p></body></html>"""
 
 # In the page: time `calls` calls of three things, interleaved so that they
@@ -124,22 +118,19 @@ def bench_app(settings_status: int) -> Flask:
     return app
 
 
-def run_scenario(browser, settings_status: int, drain: bool) -> dict:
-    server = make_server("127.0.0.1", 0, bench_app(settings_status), threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    context = browser.new_context()
-    try:
-        page = context.new_page()
-        page.goto(f"http://127.0.0.1:{server.server_port}/", wait_until="load")
-        page.wait_for_function("window.collector && 'errors' in window.collector")
-        if settings_status == 200:
-            page.wait_for_function("localStorage._col_s !== undefined")
-        page.evaluate(MEASURE, {"calls": 50, "drain": drain})  # warm up the JIT
-        return page.evaluate(MEASURE, {"calls": CALLS, "drain": drain})
-    finally:
-        context.close()
-        server.shutdown()
+def run_scenario(chromium: Any, settings_status: int, drain: bool, calls: int = CALLS) -> dict:
+    with browser.serve(bench_app(settings_status)) as url:
+        context = chromium.new_context()
+        try:
+            page = context.new_page()
+            page.goto(f"{url}/", wait_until="load")
+            page.wait_for_function("window.collector && 'errors' in window.collector")
+            if settings_status == 200:
+                page.wait_for_function("localStorage._col_s !== undefined")
+            page.evaluate(MEASURE, {"calls": 50, "drain": drain})  # warm up the JIT
+            return page.evaluate(MEASURE, {"calls": calls, "drain": drain})
+        finally:
+            context.close()
 
 
 def ms(values: list[float]) -> str:
@@ -159,9 +150,7 @@ def print_timing(title: str, result: dict) -> None:
     print(f"  track / JSON.stringify   {track / result['stringifyEach']:.1f}x (median track over amortised stringify)")
 
 
-def main() -> int:
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    sizes = measure_bytes()
+def print_bytes(sizes: dict[str, int]) -> None:
     verdict = "within" if sizes["gzip"] <= BUDGET_GZIP_BYTES else "OVER"
     print("/t.js bytes")
     print(f"  readable source   {sizes['source']:>6}")
@@ -170,18 +159,51 @@ def main() -> int:
           f"({BUDGET_GZIP_BYTES - sizes['gzip']} bytes to spare)")
     print(f"  gzip -6           {sizes['gzip_of_minified_level6']:>6}")
 
-    if not Path(CHROMIUM).exists():
-        print(f"\nno Chromium at {CHROMIUM}: timing skipped (apt-get install chromium)")
-        return 0
-    from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            print_timing("typical: queue emptied every 10 calls", run_scenario(browser, 200, drain=True))
-            print_timing("collector unreachable: nothing sent, queue at its cap", run_scenario(browser, 503, drain=False))
-        finally:
-            browser.close()
+SCENARIOS = (
+    ("typical", "typical: queue emptied every 10 calls", 200, True),
+    ("unreachable", "collector unreachable: nothing sent, queue at its cap", 503, False),
+)
+
+
+def measure(calls: int = CALLS) -> tuple[dict[str, int], dict[str, dict]]:
+    """Print and return the sizes and, with Chromium, each scenario's timings."""
+    sizes = measure_bytes()
+    print_bytes(sizes)
+    if not browser.available():
+        print(f"\nno Chromium at {browser.CHROMIUM}: timing skipped (apt-get install chromium)")
+        return sizes, {}
+    timings = {}
+    with browser.chromium() as chromium:
+        for name, title, settings_status, drain in SCENARIOS:
+            timings[name] = run_scenario(chromium, settings_status, drain, calls)
+            print_timing(title, timings[name])
+    return sizes, timings
+
+
+def _track_row(name: str, result: dict) -> Row:
+    median = statistics.median(result["track"])
+    baseline = result["stringifyEach"]
+    return Row("snippet", f"track() main thread, median ({name})", f"{baseline:.5f} ms (JSON.stringify)",
+               f"{median:.4f} ms", ratio(median, baseline), f"<= {BUDGET_TRACK_MS} ms", median <= BUDGET_TRACK_MS)  # fmt: skip
+
+
+def run(quick: bool = False) -> list[Row]:
+    """The suite's stage: print everything, return the budget rows."""
+    heading("5. Snippet: /t.js size and main-thread time per track call")
+    sizes, timings = measure(QUICK_CALLS if quick else CALLS)
+    gzip_bytes = sizes["gzip"]
+    rows = [Row("snippet", "/t.js gzip bytes", f"{sizes['minified']} B minified", f"{gzip_bytes} B",
+                ratio(gzip_bytes, sizes["minified"]), f"<= {BUDGET_GZIP_BYTES} B", gzip_bytes <= BUDGET_GZIP_BYTES)]  # fmt: skip
+    rows += [_track_row(name, result) for name, result in timings.items()]
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.bench.snippet", description=DESCRIPTION)
+    parser.add_argument("--quick", action="store_true", help=f"time {QUICK_CALLS} calls per scenario instead of {CALLS}")
+    args = parser.parse_args(argv)
+    measure(QUICK_CALLS if args.quick else CALLS)
     return 0
 
 

@@ -1,0 +1,6 @@
+"""The benchmark suite: ``python -m tests.bench [--quick] [--only ingest,delivery,e2e,footprint,snippet]``.
+
+Not tests: nothing here is collected by pytest (no ``test_*.py``), nothing
+asserts. See ``__main__.py`` for what is measured; each stage's module says
+how and why. ``python -m tests.bench.profile`` profiles the hot paths.
+"""

@@ -1,0 +1,88 @@
+"""``python -m tests.bench [--quick] [--only ingest,delivery,e2e,footprint,snippet]``: the collector's benchmarks.
+
+One command starts everything it needs on 127.0.0.1 (an embedded Redis per
+stage, fast vendor stand-ins, the collector under gunicorn, ``collector
+worker``, headless Chromium), runs loads bounded in count and in time,
+prints each stage's figures and then one summary table, and stops
+everything it started, by PID. It asserts nothing.
+
+Each target of the issue is a ratio to a baseline measured in the same run,
+so that a noisy machine moves both:
+
+1. ingest     ``POST /collect`` req/s >= 60% of a hello-world Flask app's, p99 <= 3x (``ingest.py``)
+2. delivery   the worker's events/s >= 70% of a bare pooled httpx client's (``delivery.py``)
+3. e2e        browser track -> vendor: median < 1.5 s by default, < 100 ms with flush (``e2e.py``)
+4. footprint  Redis bytes per queued event < 600, vs one RQ job per event (``footprint.py``)
+5. snippet    /t.js <= 2,000 bytes gzip, track() <= 0.5 ms median (``snippet.py``)
+
+``--quick`` makes every run short (a smoke check, about two minutes);
+the full run takes about six to eight minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+
+from tests.bench import delivery, e2e, footprint, ingest, snippet
+from tests.bench.loadgen import generator_name
+from tests.bench.report import ROW_HEADERS, Row, heading, machine, table
+from tests.bench.standin import NOTE
+
+DESCRIPTION = "The collector's benchmarks: each target next to a baseline measured in the same run."
+STAGES: dict[str, Callable[[bool], list[Row]]] = {
+    "ingest": ingest.run,
+    "delivery": delivery.run,
+    "e2e": e2e.run,
+    "footprint": footprint.run,
+    "snippet": snippet.run,
+}
+
+
+def stage_list(value: str) -> list[str]:
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    unknown = [name for name in names if name not in STAGES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"choose among {', '.join(STAGES)} (got {value!r})")
+    return names
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m tests.bench", description=DESCRIPTION)
+    parser.add_argument("--quick", action="store_true", help="short runs, for a smoke check (about 2 minutes)")
+    parser.add_argument("--only", type=stage_list, default=list(STAGES), metavar="STAGES",
+                        help=f"comma-separated stages among {','.join(STAGES)} (default: all)")  # fmt: skip
+    return parser.parse_args(argv)
+
+
+def run_stage(name: str, quick: bool) -> list[Row]:
+    """A stage's rows; a stage that fails prints why and yields a failed row, and the others still run."""
+    started = time.monotonic()
+    try:
+        rows = STAGES[name](quick)
+    except Exception as error:  # noqa: BLE001 - report and go on with the next stage
+        traceback.print_exc()
+        print(f"\n! stage {name} failed: {type(error).__name__}: {error}")
+        rows = [Row(name, "stage failed (see above)", "—", "—", None, "—", None)]
+    print(f"\n({name}: {time.monotonic() - started:.0f} s)", flush=True)
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.monotonic()
+    print(f"# Collector benchmarks{' (--quick)' if args.quick else ''}: {', '.join(args.only)}\n")
+    print(table(["machine", ""], [*machine(), ("load generator", generator_name())]))
+    rows = [row for name in args.only for row in run_stage(name, args.quick)]
+    heading("Summary")
+    print(table(ROW_HEADERS, [row.cells() for row in rows]))
+    print(f"\nratio = ours / baseline, both measured in this run. {NOTE}.")
+    print(f"total {time.monotonic() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

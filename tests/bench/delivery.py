@@ -1,0 +1,256 @@
+"""Delivery: ``collector worker`` vs a bare pooled HTTP client, posting the same requests to the same stand-ins.
+
+N events are queued through ``POST /collect`` (10-event batches) with no
+worker running, which leaves N/10 Depict arrays and N Commerce Web Events in
+the outboxes. The outboxes are then set aside (renamed) and measured twice:
+
+- baseline: the very same deliveries posted by a bare ``httpx.Client``
+  (same pool limits, timeouts, ``json=`` bodies and headers as the
+  worker's vendor clients) from a thread pool of the worker's
+  ``concurrency``, one process per destination as the worker has;
+- ours: ``collector worker`` is started and waited for until its delivery
+  processes are registered with RQ, then the outboxes are put back and the
+  dispatcher woken: outbox -> RQ jobs of ``deliveries_per_job`` -> the
+  ledger, the breaker, the concurrent sends.
+
+Each is timed from its start signal until the stand-ins have received
+every event id at both vendors. The stand-ins are the bench's fast ones
+(``standin.py``), which do not validate; the test suite's spec-checking
+stand-ins would cap both sides. Delivery settings are the production
+defaults, printed with the figures.
+
+Target: the worker's events/s >= 70% of the bare client's.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+from redis import Redis
+
+from collector.config import DeliveryPolicy, load_config
+from collector.defaults import DESTINATIONS
+from collector.queue import WAKE_LIST, outbox_key
+from tests.bench import outbox
+from tests.bench.loadgen import send_batches
+from tests.bench.payload import EVENTS_PER_BATCH
+from tests.bench.report import Row, heading, ratio, table
+from tests.bench.site import SITE, write_config
+from tests.bench.stack import STARTUP_SECONDS, Stack, cpu_seconds, serve_workers, wait_until
+from tests.bench.standin import NOTE, Receipts, start_standins
+from worker.dead_letters import DeadLetters
+from worker.delivery import VendorClient
+from worker.runtime import WorkerRuntime
+
+TARGET_SHARE = 0.70
+HELD_PREFIX = "bench:held:"
+
+
+@dataclass(frozen=True)
+class Plan:
+    events: int
+    timeout_seconds: float  # for each side to deliver everything
+
+
+FULL = Plan(events=20_000, timeout_seconds=180)
+QUICK = Plan(events=2_000, timeout_seconds=60)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    seconds: float
+    events: int  # delivered to both vendors
+    requests: int
+    cpu: dict[str, float]  # CPU seconds used meanwhile by the senders, the stand-ins, redis
+
+    @property
+    def events_per_second(self) -> float:
+        return self.events / self.seconds if self.seconds else 0.0
+
+    @property
+    def requests_per_second(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+
+Processes = dict[str, list[psutil.Process]]
+
+
+def cpu_of(groups: Processes) -> dict[str, float]:
+    return {name: cpu_seconds(processes) for name, processes in groups.items()}
+
+
+def _minus(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
+    return {name: after[name] - before[name] for name in after}
+
+
+# outboxes set aside
+
+
+def hold_outboxes(redis: Redis) -> dict[str, list[dict[str, Any]]]:
+    """Rename the outboxes out of the dispatcher's sight; return their deliveries per destination."""
+    held = {}
+    for destination in DESTINATIONS:
+        key = outbox_key(SITE, destination)
+        redis.rename(key, HELD_PREFIX + key)
+        held[destination] = outbox.read(redis, destination, HELD_PREFIX + key)
+    return held
+
+
+def release_outboxes(redis: Redis) -> None:
+    """Put the outboxes back and wake the dispatcher, in one transaction."""
+    with redis.pipeline(transaction=True) as pipe:
+        for destination in DESTINATIONS:
+            key = outbox_key(SITE, destination)
+            pipe.rename(HELD_PREFIX + key, key)
+        pipe.lpush(WAKE_LIST, "1")
+        pipe.execute()
+
+
+@dataclass(frozen=True)
+class Course:
+    """What both senders are measured by: the stand-ins' receipts, the goal, the processes whose CPU is shown too."""
+
+    receipts: Receipts
+    plan: Plan
+    others: Processes
+
+    def wait_delivered(self, started: float) -> tuple[float, int]:
+        """Seconds from ``started`` to the last arrival once both vendors have every event (or the timeout)."""
+        def delivered() -> int:
+            return min(self.receipts.count(vendor) for vendor in DESTINATIONS)
+
+        try:
+            wait_until(lambda: delivered() >= self.plan.events, self.plan.timeout_seconds, "delivery")
+        except TimeoutError:
+            print(f"  ! not everything arrived within {self.plan.timeout_seconds:g} s; the rate counts what did")
+        return max(self.receipts.last_arrival() - started, 0.0), delivered()
+
+
+# the baseline: a bare pooled client
+
+
+@dataclass(frozen=True)
+class Request:
+    url: str
+    body: Any
+    headers: dict[str, str]
+
+
+def bare_requests(config_path: Path, redis: Redis, held: dict[str, list[dict[str, Any]]]) -> dict[str, list[Request]]:
+    """The requests the worker would send, built by its own runtime: its vendor clients' URLs and headers
+    (with its HTTP client's default User-Agent), the deliveries' bodies."""
+    runtime = WorkerRuntime.start(load_config(config_path), redis)
+    try:
+        defaults = {"User-Agent": runtime.http.headers["User-Agent"]}
+        return {
+            destination: [_request(runtime.clients[(SITE, destination)], delivery, defaults) for delivery in deliveries]
+            for destination, deliveries in held.items()
+        }
+    finally:
+        runtime.close()
+
+
+def _request(client: VendorClient, delivery: dict[str, Any], defaults: dict[str, str]) -> Request:
+    return Request(client.url, delivery["body"], {**defaults, **client.headers_for(delivery)})
+
+
+def post_all(requests: list[Request], policy: DeliveryPolicy, ready: Any, cpu: Any) -> None:
+    """In a child process: a pooled client like the worker's, ``policy.concurrency`` threads, no more.
+
+    Puts the CPU seconds it used while sending on ``cpu``."""
+    http = httpx.Client(
+        timeout=httpx.Timeout(policy.timeout_seconds, connect=policy.connect_timeout_seconds),
+        limits=httpx.Limits(max_connections=policy.concurrency * 2, max_keepalive_connections=policy.concurrency),
+    )
+    with http, ThreadPoolExecutor(max_workers=policy.concurrency) as executor:
+        ready.wait()
+        started = time.process_time()
+        for answer in executor.map(lambda r: http.post(r.url, json=r.body, headers=r.headers), requests):
+            answer.raise_for_status()
+        cpu.put(time.process_time() - started)
+
+
+def run_baseline(requests: dict[str, list[Request]], policy: DeliveryPolicy, course: Course) -> Outcome:
+    context = multiprocessing.get_context("spawn")
+    ready, cpu = context.Barrier(len(requests) + 1), context.Queue()
+    children = [context.Process(target=post_all, args=(r, policy, ready, cpu), name=f"bare-{d}") for d, r in requests.items()]
+    for child in children:
+        child.start()
+    try:
+        ready.wait(timeout=STARTUP_SECONDS)
+        started, before = time.time(), cpu_of(course.others)
+        seconds, delivered = course.wait_delivered(started)
+        used = {"senders": sum(cpu.get(timeout=30) for _ in children), **_minus(cpu_of(course.others), before)}
+    finally:
+        for child in children:
+            child.join(timeout=30)
+            if child.is_alive():
+                child.kill()
+                child.join(timeout=5)
+    return Outcome(seconds, delivered, sum(len(r) for r in requests.values()), used)
+
+
+# ours: collector worker
+
+
+def run_worker(stack: Stack, config: Path, redis_url: str, requests: int, course: Course) -> Outcome:
+    worker = stack.worker(config, redis_url)
+    groups = {"senders": worker.processes(), **course.others}
+    started, before = time.time(), cpu_of(groups)
+    release_outboxes(Redis.from_url(redis_url))
+    seconds, delivered = course.wait_delivered(started)
+    return Outcome(seconds, delivered, requests, _minus(cpu_of(groups), before))
+
+
+def run(quick: bool = False) -> list[Row]:
+    plan = QUICK if quick else FULL
+    heading("2. Delivery: collector worker vs a bare pooled httpx client, same requests, same stand-ins")
+    print(NOTE)
+    with Stack("delivery") as stack:
+        redis_server = stack.redis()
+        redis = Redis.from_url(redis_server.url)
+        standins = start_standins(stack)
+        config = write_config(stack.dir / "collector.toml", standins.depict_url, standins.commerce_url)
+        policy = load_config(config).settings.delivery
+        print(f"delivery settings (production defaults): deliveries_per_job = {policy.deliveries_per_job}, "
+              f"concurrency = {policy.concurrency} per delivery process, one process per destination")  # fmt: skip
+        collector, collector_url = stack.collector(config, redis_server.url, serve_workers())
+        filled = send_batches(collector_url + "/collect", plan.events // EVENTS_PER_BATCH)
+        collector.stop()
+        held = hold_outboxes(redis)
+        events = len(held["commerce"])
+        print(f"queued: {events} events in {filled.seconds:.1f} s -> {len(held['depict'])} Depict arrays + "
+              f"{len(held['commerce'])} Commerce Web Events")  # fmt: skip
+        plan = Plan(events, plan.timeout_seconds)
+
+        others = {"stand-ins": standins.service.processes(), "redis": [psutil.Process(redis_server.pid)]}
+        course = Course(standins.receipts, plan, others)
+        requests = bare_requests(config, redis, held)
+
+        standins.receipts.reset()
+        baseline = run_baseline(requests, policy, course)
+        standins.receipts.reset()
+        ours = run_worker(stack, config, redis_server.url, baseline.requests, course)
+        duplicates = sum(standins.receipts.duplicates(vendor) for vendor in DESTINATIONS)
+        print(table(
+            ["sender", "events", "requests", "seconds", "events/s", "requests/s", "CPU s: senders", "stand-ins", "redis"],
+            [[name, o.events, o.requests, f"{o.seconds:.2f}", f"{o.events_per_second:.0f}", f"{o.requests_per_second:.0f}",
+              f"{o.cpu['senders']:.1f}", f"{o.cpu['stand-ins']:.1f}", f"{o.cpu['redis']:.1f}"]
+             for name, o in (("bare httpx.Client", baseline), ("collector worker", ours))],
+        ))  # fmt: skip
+        print(f"worker: {duplicates} duplicate arrivals, {len(DeadLetters(redis))} dead-lettered. CPU s: user + system "
+              f"seconds used during the run (the machine has {os.cpu_count()} cores x the seconds)")  # fmt: skip
+    share = ratio(ours.events_per_second, baseline.events_per_second)
+    complete = ours.events == plan.events and baseline.events == plan.events
+    return [
+        Row("delivery", "events/s to both vendors", f"{baseline.events_per_second:.0f}", f"{ours.events_per_second:.0f}",
+            share, f">= {TARGET_SHARE:.2f}x", share >= TARGET_SHARE and complete),
+    ]  # fmt: skip
