@@ -22,7 +22,9 @@ from typing import Any
 
 from redis import Redis, RedisError
 from rq import Queue, Retry
+from rq.intermediate_queue import IntermediateQueue
 from rq.serializers import JSONSerializer
+from rq.utils import now
 
 from collector.config import DeliveryPolicy
 from collector.queue import KEY_PREFIX, OUTBOX_REGISTRY, WAKE_LIST, decode_entry
@@ -36,6 +38,7 @@ IDLE_POLL_SECONDS = 1.0
 FAILED_JOB_TTL_SECONDS = 365 * 24 * 3600
 RETRIES_BOUNDED_BY_AGE = 1_000_000
 MAINTENANCE_LOCK_SECONDS = 30
+STUCK_AFTER_SECONDS = 10
 MAX_WAITING_JOBS = 4
 _RELEASE_LOCK = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 
@@ -45,8 +48,21 @@ def queue_name(destination: str) -> str:
     return f"deliveries-{destination}"
 
 
+class DeliveryIntermediateQueue(IntermediateQueue):
+    """Where RQ holds a job between its dequeue and its start; stuck after seconds, not RQ's minute.
+
+    A worker killed in that instant leaves the job here, and maintenance
+    runs it again once it has been seen stuck for long enough. A live worker
+    on any host moves a job on within milliseconds, so ten seconds is safe.
+    """
+
+    def should_be_cleaned_up(self, job_id: str) -> bool:
+        first_seen = self.get_first_seen(job_id)
+        return first_seen is not None and (now() - first_seen).total_seconds() > STUCK_AFTER_SECONDS
+
+
 class DeliveryQueue(Queue):
-    """An RQ queue whose maintenance lock a SIGKILLed worker holds for seconds, not RQ's 15 minutes.
+    """An RQ queue whose maintenance recovers the jobs of a SIGKILLed worker in seconds.
 
     RQ takes ``rq:clean_registries:<queue>`` for 899 s while a worker cleans
     the queue's registries, which is what re-runs abandoned jobs. A worker
@@ -57,6 +73,10 @@ class DeliveryQueue(Queue):
 
     def acquire_maintenance_lock(self) -> bool:
         return bool(self.connection.set(self.registry_cleaning_key, 1, nx=True, ex=MAINTENANCE_LOCK_SECONDS))
+
+    @property
+    def intermediate_queue(self) -> DeliveryIntermediateQueue:
+        return DeliveryIntermediateQueue(self.key, connection=self.connection)
 
 
 def delivery_queue(redis: Redis, destination: str) -> DeliveryQueue:

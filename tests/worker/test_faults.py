@@ -34,7 +34,7 @@ from tests.conftest import COMMERCE_KEY, DEPICT_KEY, ORIGIN, OTHER_SITE, REPO, S
 from tests.factories import make_event
 from tests.vendors import CommerceStandIn, DepictStandIn
 from worker.dead_letters import DeadLetters
-from worker.dispatch import MAINTENANCE_LOCK_SECONDS, delivery_queue
+from worker.dispatch import MAINTENANCE_LOCK_SECONDS, STUCK_AFTER_SECONDS, Dispatcher, delivery_queue
 from worker.process import HEARTBEAT_TTL_SECONDS, MAINTENANCE_SECONDS
 
 SEND_DEADLINE_SECONDS = 60
@@ -156,7 +156,8 @@ def where_deliveries_wait(redis_url: str) -> str:
     for key in sorted(redis.scan_iter("rq:*")):
         kind = redis.type(key)
         counts[key] = {"list": redis.llen, "zset": redis.zcard, "set": redis.scard}.get(kind, lambda k: redis.ttl(k))(key)
-    return ", ".join(f"{key}={value}" for key, value in counts.items() if not key.startswith(("rq:job:", "rq:results:", "rq:execution")))
+    counts["ledger:commerce"] = sum(1 for _ in redis.scan_iter("collector:delivered:*:commerce:*", count=1000))
+    return ", ".join(f"{key}={value}" for key, value in counts.items() if not key.startswith(("rq:job:", "rq:results:", "rq:execution", "rq:worker:")))
 
 
 def record(figures: list[dict], scenario: str, sent: int, acknowledged: int, delivered: int, duplicates: int, dead: int, recovery: float) -> None:
@@ -196,7 +197,11 @@ def test_sigkilled_delivery_processes_lose_nothing(stack, fault_figures):
     wait_until(
         lambda: ids <= set(stack.depict.event_ids()) and len(set(stack.commerce.event_ids())) >= len(ids),
         timeout=120,
-        explain=lambda: f"{len(ids - set(stack.depict.event_ids()))} not at Depict; {where_deliveries_wait(stack.redis.url)}",
+        explain=lambda: (
+            f"{len(ids - set(stack.depict.event_ids()))} not at Depict; "
+            f"{len(set(stack.commerce.event_ids()))} distinct at Commerce of {len(ids)}; "
+            f"{len(stack.dead_letters())} dead-lettered; {where_deliveries_wait(stack.redis.url)}"
+        ),
     )
     recovery = time.monotonic() - last_kill
     record(fault_figures, f"SIGKILL x{kills} during 2,000 events", len(events), acknowledged, len(set(stack.depict.event_ids()) & ids), len(stack.depict.duplicates()) + len(stack.commerce.duplicates()), len(stack.dead_letters()), recovery)
@@ -317,5 +322,26 @@ def test_a_job_killed_in_flight_runs_again_despite_a_left_maintenance_lock(stack
     bound = MAINTENANCE_LOCK_SECONDS + HEARTBEAT_TTL_SECONDS + 3 * MAINTENANCE_SECONDS
     took = wait_until(lambda: len(stack.commerce.event_ids()) >= 1, timeout=bound + 30, explain=lambda: where_deliveries_wait(stack.redis.url))
     record(fault_figures, "commerce process SIGKILLed mid-request, lock left", 1, 1, len(stack.commerce.event_ids()), len(stack.commerce.duplicates()), len(stack.dead_letters()), time.monotonic() - killed_at)
+    assert took <= bound
+    assert stack.commerce.duplicates() == []
+
+
+def test_a_job_dequeued_by_a_worker_killed_before_it_started_runs_within_seconds(stack, fault_figures):
+    """A job left in RQ's intermediate queue (its worker died between dequeue and start) runs again, once.
+
+    RQ waits a minute before it calls such a job stuck; our queue waits STUCK_AFTER_SECONDS.
+    """
+    stack.stop_worker()
+    event = make_event("User Login")
+    assert stack.send([event])
+    redis = Redis.from_url(stack.redis.url)
+    assert Dispatcher(redis, load_config(stack.config_path).settings.delivery).drain_all() == 1
+    queue = delivery_queue(redis, "commerce")
+    assert redis.lmove(queue.key, queue.intermediate_queue.key) is not None  # what RQ's dequeue does, then the kill
+    restarted = time.monotonic()
+    stack.start_worker()
+    bound = STUCK_AFTER_SECONDS + 3 * MAINTENANCE_SECONDS + 10
+    took = wait_until(lambda: len(stack.commerce.event_ids()) >= 1, timeout=bound + 30, explain=lambda: where_deliveries_wait(stack.redis.url))
+    record(fault_figures, "job stranded between dequeue and start", 1, 1, len(stack.commerce.event_ids()), len(stack.commerce.duplicates()), len(stack.dead_letters()), time.monotonic() - restarted)
     assert took <= bound
     assert stack.commerce.duplicates() == []
