@@ -1,7 +1,7 @@
 """Headless Debian Chromium and a page server, for the browser benches (``snippet.py``, ``e2e.py``).
 
 Chromium is ``/usr/bin/chromium`` driven by Playwright for Python with the
-same flags as the browser tests (``tests/browser/conftest.py``). Pages are
+same flags as the browser tests (``tests/chromium.py``). Pages are
 served by a threaded Werkzeug server on 127.0.0.1 in this process.
 """
 
@@ -11,26 +11,11 @@ import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 from werkzeug.serving import make_server
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-# The two tags a site adds (README); the stub queues calls until the snippet has loaded.
-STUB = "window.collector=window.collector||function(){(collector.q=collector.q||[]).push(arguments)}"
-
-
-def available() -> bool:
-    return Path(CHROMIUM).exists()
+from tests.chromium import CHROMIUM, CHROMIUM_ARGS, STUB
 
 
 def snippet_tags(src: str, site: str) -> str:

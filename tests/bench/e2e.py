@@ -39,6 +39,7 @@ from tests.bench.report import Row, heading, percentile, ratio, table
 from tests.bench.site import ORIGIN, SITE, write_config
 from tests.bench.stack import Stack, serve_workers
 from tests.bench.standin import NOTE, Receipts, start_standins
+from tests.chromium import CHROMIUM, chromium_available
 
 TARGET_MS = {"default flush": 1500.0, "flush after track": 100.0}
 EVENT_TIMEOUT_SECONDS = 10.0
@@ -191,8 +192,8 @@ def _row_cells(name: str, latencies: Latencies) -> list[str]:
 def run(quick: bool = False) -> list[Row]:
     samples = 5 if quick else 20
     heading("3. End to end: collector('track') in headless Chromium -> stand-ins")
-    if not browser.available():
-        print(f"no Chromium at {browser.CHROMIUM}: skipped (apt-get install chromium)")
+    if not chromium_available():
+        print(f"no Chromium at {CHROMIUM}: skipped (apt-get install chromium)")
         return [Row("e2e", f"median, {mode}", "—", "—", None, f"< {target:g} ms", None) for mode, target in TARGET_MS.items()]
     print(NOTE)
     shop = ShopSite()

@@ -37,6 +37,7 @@ from flask import Flask, Response
 from collector import snippet
 from tests.bench import browser
 from tests.bench.report import Row, heading, ratio
+from tests.chromium import CHROMIUM, chromium_available
 
 BUDGET_GZIP_BYTES = 2000
 BUDGET_TRACK_MS = 0.5
@@ -170,8 +171,8 @@ def measure(calls: int = CALLS) -> tuple[dict[str, int], dict[str, dict]]:
     """Print and return the sizes and, with Chromium, each scenario's timings."""
     sizes = measure_bytes()
     print_bytes(sizes)
-    if not browser.available():
-        print(f"\nno Chromium at {browser.CHROMIUM}: timing skipped (apt-get install chromium)")
+    if not chromium_available():
+        print(f"\nno Chromium at {CHROMIUM}: timing skipped (apt-get install chromium)")
         return sizes, {}
     timings = {}
     with browser.chromium() as chromium:

@@ -35,17 +35,8 @@ from flask import Flask, Response, request
 from werkzeug.serving import make_server
 
 from collector import snippet
+from tests.chromium import CHROMIUM, CHROMIUM_ARGS, STUB, chromium_available
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-STUB = "window.collector=window.collector||function(){(collector.q=collector.q||[]).push(arguments)}"
 SITE = "test_site"
 REPO = Path(__file__).resolve().parents[2]
 DEMO_PAGE = REPO / "collector" / "demo" / "page.html"
@@ -259,7 +250,7 @@ def recorder(recorder_server: Recorder) -> Recorder:
 @pytest.fixture(scope="session")
 def chromium() -> Iterator[Any]:
     """Headless Debian Chromium, one for the session."""
-    if not Path(CHROMIUM).exists():
+    if not chromium_available():
         pytest.skip(f"browser tests need Debian's Chromium at {CHROMIUM} (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
 

@@ -101,7 +101,7 @@ def test_calls_queued_before_the_script_loads_are_replayed(tab, recorder, page_f
 
 def test_finds_its_tag_without_document_current_script(tab, recorder):
     """Loaded where document.currentScript is null (a module script), it finds its tag by src and works."""
-    from tests.browser.conftest import STUB
+    from tests.chromium import STUB
 
     html = (
         "<!doctype html><html><head><link rel=icon href='data:,'>"

@@ -1,0 +1,26 @@
+"""Debian's headless Chromium as the browser tests and the browser benches drive it (Playwright).
+
+The flags keep Chromium off the network it would otherwise call at start
+(this machine's network is closed, and refusals arrive many at a time), and
+``--no-sandbox`` lets it run as root in CI.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+# The pre-load stub of the two tags a site adds (README): it queues calls until t.js has loaded.
+STUB = "window.collector=window.collector||function(){(collector.q=collector.q||[]).push(arguments)}"
+
+
+def chromium_available() -> bool:
+    return Path(CHROMIUM).exists()
