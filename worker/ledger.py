@@ -2,9 +2,15 @@
 
 A job carries many deliveries and RQ retries a job as a whole; without this
 record, one failed Commerce event would resend the nineteen that succeeded.
-It is kept per event id (a Depict delivery is an array of events) for the
-dedupe window, and written the moment a vendor says 2xx, so a worker killed
-mid-job leaves at most the requests in flight unrecorded.
+It is kept per event id (a Depict delivery is an array of events), written
+the moment a vendor says 2xx, so a worker killed mid-job leaves at most the
+requests in flight unrecorded.
+
+It lives as long as a delivery can still be retried (``retry_for_seconds``)
+plus :data:`LEDGER_MARGIN_SECONDS`, not for the 24-hour dedupe window: after
+that no job of it is left, and a dead letter holds only events that did not
+arrive. Two ledger keys and a dedupe key are most of what a delivered event
+costs Redis, so this halves it over a day.
 """
 
 from __future__ import annotations
@@ -14,7 +20,14 @@ from typing import Any
 
 from redis import Redis
 
+from collector.config import DeliveryPolicy
 from collector.queue import KEY_PREFIX
+
+LEDGER_MARGIN_SECONDS = 3600
+
+
+def ledger_seconds(policy: DeliveryPolicy) -> int:
+    return int(policy.retry_for_seconds) + LEDGER_MARGIN_SECONDS
 
 
 def delivered_key(site: str, destination: str, event_id: str) -> str:

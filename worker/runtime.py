@@ -20,7 +20,7 @@ from worker.commerce_client import CommerceClient
 from worker.dead_letters import DeadLetters
 from worker.delivery import Attempt, Outcome, VendorClient
 from worker.depict_client import DepictClient
-from worker.ledger import DeliveryLedger
+from worker.ledger import DeliveryLedger, ledger_seconds
 
 
 def vendor_clients(config: CollectorConfig, http: httpx.Client) -> dict[tuple[str, str], VendorClient]:
@@ -54,7 +54,7 @@ class WorkerRuntime:
 
     @property
     def ledger(self) -> DeliveryLedger:
-        return DeliveryLedger(self.redis, self.config.settings.dedupe_window_seconds)
+        return DeliveryLedger(self.redis, ledger_seconds(self.config.settings.delivery))
 
     @property
     def dead_letters(self) -> DeadLetters:
