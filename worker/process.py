@@ -48,11 +48,15 @@ IDLE_WAKE_SECONDS = 1
 RECONNECT_SECONDS = 1.0
 IDLE_STOP_GRACE_SECONDS = 3.0
 SUPERVISE_SECONDS = 0.5
+READ_TIMEOUT_SECONDS = 10
 
 
 def worker_redis(url: str) -> Redis:
-    """RQ blocks on BLPOP for minutes, so this connection has no read timeout (only a connect one)."""
-    return Redis.from_url(url, socket_connect_timeout=5, socket_keepalive=True, health_check_interval=30)
+    """The longest command a worker sends blocks for a second (an idle dequeue), so a read that
+    takes ``READ_TIMEOUT_SECONDS`` means a connection gone silent: it raises, and the worker reconnects."""
+    return Redis.from_url(
+        url, socket_connect_timeout=5, socket_timeout=READ_TIMEOUT_SECONDS, socket_keepalive=True, health_check_interval=30
+    )
 
 
 class DeliveryWorker(SimpleWorker):
