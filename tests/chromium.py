@@ -7,7 +7,10 @@ The flags keep Chromium off the network it would otherwise call at start
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -24,3 +27,16 @@ STUB = "window.collector=window.collector||function(){(collector.q=collector.q||
 
 def chromium_available() -> bool:
     return Path(CHROMIUM).exists()
+
+
+@contextmanager
+def launched_chromium() -> Iterator[Any]:
+    """A headless Chromium driven by Playwright; closed, with Playwright's driver, on the way out."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()

@@ -15,24 +15,11 @@ from typing import Any
 
 from werkzeug.serving import make_server
 
-from tests.chromium import CHROMIUM, CHROMIUM_ARGS, STUB
+from tests.chromium import STUB
 
 
 def snippet_tags(src: str, site: str) -> str:
     return f'<script async src="{src}" data-site="{site}"></script><script>{STUB}</script>'
-
-
-@contextmanager
-def chromium() -> Iterator[Any]:
-    """A headless Chromium; closed (with Playwright's driver) on the way out."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 @contextmanager

@@ -39,7 +39,7 @@ from tests.bench.report import Row, heading, percentile, ratio, table
 from tests.bench.site import ORIGIN, SITE, write_config
 from tests.bench.stack import Stack, serve_workers
 from tests.bench.standin import NOTE, Receipts, start_standins
-from tests.chromium import CHROMIUM, chromium_available
+from tests.chromium import CHROMIUM, chromium_available, launched_chromium
 
 TARGET_MS = {"default flush": 1500.0, "flush after track": 100.0}
 EVENT_TIMEOUT_SECONDS = 10.0
@@ -167,7 +167,7 @@ class ShopSite:
 def browser_latencies(shop_url: str, receipts: Receipts, samples: int) -> dict[str, Latencies]:
     """Each mode in a fresh browser context (empty storage, no cookie)."""
     results = {}
-    with browser.chromium() as chromium:
+    with launched_chromium() as chromium:
         for mode in TARGET_MS:
             page = ShopPage(chromium, shop_url + "/")
             try:

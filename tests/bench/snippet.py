@@ -37,7 +37,7 @@ from flask import Flask, Response
 from collector import snippet
 from tests.bench import browser
 from tests.bench.report import Row, heading, ratio
-from tests.chromium import CHROMIUM, chromium_available
+from tests.chromium import CHROMIUM, chromium_available, launched_chromium
 
 BUDGET_GZIP_BYTES = 2000
 BUDGET_TRACK_MS = 0.5
@@ -175,7 +175,7 @@ def measure(calls: int = CALLS) -> tuple[dict[str, int], dict[str, dict]]:
         print(f"\nno Chromium at {CHROMIUM}: timing skipped (apt-get install chromium)")
         return sizes, {}
     timings = {}
-    with browser.chromium() as chromium:
+    with launched_chromium() as chromium:
         for name, title, settings_status, drain in SCENARIOS:
             timings[name] = run_scenario(chromium, settings_status, drain, calls)
             print_timing(title, timings[name])

@@ -35,7 +35,7 @@ from flask import Flask, Response, request
 from werkzeug.serving import make_server
 
 from collector import snippet
-from tests.chromium import CHROMIUM, CHROMIUM_ARGS, STUB, chromium_available
+from tests.chromium import CHROMIUM, STUB, chromium_available, launched_chromium
 
 SITE = "test_site"
 REPO = Path(__file__).resolve().parents[2]
@@ -252,14 +252,8 @@ def chromium() -> Iterator[Any]:
     """Headless Debian Chromium, one for the session."""
     if not chromium_available():
         pytest.skip(f"browser tests need Debian's Chromium at {CHROMIUM} (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with launched_chromium() as browser:
+        yield browser
 
 
 class Tab:
