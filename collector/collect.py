@@ -102,18 +102,27 @@ def _set_visitor_cookie(response: Response, context: RequestContext) -> None:
     )
 
 
-@bp.after_request
-def _allow_site_origin(response: Response) -> Response:
-    """Let the site's pages read our answers and send the visitor cookie along."""
+def allow_site_origin(response: Response) -> Response:
+    """Let the site's pages read our answers, Retry-After included, and send the visitor cookie along.
+
+    The collector usually sits on another origin than the page
+    (``collect.my-store.example``), where a browser hides every response
+    header not exposed here: without it the snippet could not honour
+    ``Retry-After`` on a 429 or 503.
+    """
     origin = request.headers.get("Origin")
     if origin:
         response.headers["Access-Control-Allow-Origin"] = origin
         response.headers["Access-Control-Allow-Credentials"] = "true"
         response.headers["Access-Control-Allow-Headers"] = "Content-Type"
         response.headers["Access-Control-Allow-Methods"] = "POST, OPTIONS"
+        response.headers["Access-Control-Expose-Headers"] = "Retry-After"
         response.headers["Access-Control-Max-Age"] = "86400"
         response.vary.add("Origin")
     return response
+
+
+bp.after_request(allow_site_origin)
 
 
 @bp.after_request

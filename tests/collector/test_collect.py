@@ -58,6 +58,12 @@ def test_the_site_origin_may_read_the_answer(client):
     assert response.headers["Access-Control-Allow-Credentials"] == "true"
 
 
+def test_a_cross_origin_page_may_read_retry_after(client):
+    """The snippet honours Retry-After; a browser shows it to a page on another origin only if exposed."""
+    response = post(client, {"site": SITE, "events": [make_event()]})
+    assert "Retry-After" in response.headers["Access-Control-Expose-Headers"]
+
+
 def test_a_resent_event_is_queued_once(client, redis_client):
     """The same event id from the same site counts as a duplicate the second time."""
     event = make_event("purchase")
