@@ -10,10 +10,14 @@ outbox it sees.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
+import time
+import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -149,6 +153,65 @@ def app(site_config: CollectorConfig, redis_url: str):
 @pytest.fixture
 def client(app):
     return app.test_client()
+
+
+@dataclass
+class CollectorDev:
+    """A running `collector dev` (demo site), started by :func:`running_collector_dev`."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+
+@contextmanager
+def running_collector_dev(log: Path) -> Iterator[CollectorDev]:
+    """`collector dev` with no config, as a newcomer runs it, in its own process group, its output in ``log``.
+
+    It is up once /readyz answers; on the way out it gets Ctrl-C as a user
+    would give it, and only if it does not exit, SIGTERM and SIGKILL to the group.
+    """
+    from collector.redis_server import free_port
+
+    port = free_port()
+    env = {key: value for key, value in os.environ.items() if key not in ("REDIS_URL", "COLLECTOR_CONFIG")}
+    with open(log, "wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "collector", "dev", "--port", str(port)],
+            cwd=REPO, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    dev = CollectorDev(f"http://127.0.0.1:{port}", process, log)
+    try:
+        _wait_until_ready(dev)
+        yield dev
+    finally:
+        stop_process_group(process)
+
+
+def _wait_until_ready(dev: CollectorDev, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and dev.process.poll() is None:
+        try:
+            with urllib.request.urlopen(f"{dev.url}/readyz", timeout=1) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    pytest.fail(f"collector dev did not come up within {seconds} s:\n{dev.log.read_text(errors='replace')[-3000:]}")
+
+
+def stop_process_group(process: subprocess.Popen[bytes]) -> None:
+    """Ctrl-C to the group we started; if it does not exit, SIGTERM, then SIGKILL."""
+    for sig, wait in ((signal.SIGINT, 10), (signal.SIGTERM, 5), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def delivery_process_pid(redis: Redis, supervisor_pid: int, destination: str) -> int:

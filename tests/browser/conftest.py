@@ -18,13 +18,8 @@ are skipped with that reason.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +30,8 @@ from flask import Flask, Response, request
 from werkzeug.serving import make_server
 
 from collector import snippet
+from collector.collect import allow_site_origin
+from tests.conftest import running_collector_dev
 from tests.chromium import CHROMIUM, STUB, chromium_available, launched_chromium
 
 SITE = "test_site"
@@ -167,17 +164,6 @@ class Recorder:
             return self._answers.pop(0) if self._answers else (202, {})
 
 
-def _cors(response: Response) -> Response:
-    """The CORS answer the real collector gives a site's page."""
-    origin = request.headers.get("Origin")
-    if origin:
-        response.headers["Access-Control-Allow-Origin"] = origin
-        response.headers["Access-Control-Allow-Credentials"] = "true"
-        response.headers["Access-Control-Expose-Headers"] = "Retry-After"
-        response.vary.add("Origin")
-    return response
-
-
 def recording_app(recorder: Recorder) -> Flask:
     app = Flask(__name__)
     app.register_blueprint(snippet.bp)
@@ -186,22 +172,22 @@ def recording_app(recorder: Recorder) -> Flask:
     def collect() -> Response:
         recorder._record()
         if request.method == "OPTIONS":
-            return _cors(Response(status=204))
+            return allow_site_origin(Response(status=204))
         status, headers = recorder._next_answer()
         if status != 202:
             body: dict[str, Any] = {"error": {"code": status, "message": "scripted by the test"}}
-            return _cors(Response(json.dumps(body), status=status, headers=headers, mimetype="application/json"))
+            return allow_site_origin(Response(json.dumps(body), status=status, headers=headers, mimetype="application/json"))
         body = {"accepted": len(json.loads(request.get_data(as_text=True))["events"]), "duplicates": 0, "rejected": []}
         response = Response(json.dumps(body), status=202, mimetype="application/json")
         response.set_cookie("_cid", "visitor-cookie-1", httponly=True, samesite="Lax")
-        return _cors(response)
+        return allow_site_origin(response)
 
     @app.get("/sites/<site>/settings.json")
     def site_settings(site: str) -> Response:
         recorder.settings_requests += 1
         if recorder.settings_status != 200:
-            return _cors(Response('{"error": {}}', status=recorder.settings_status, mimetype="application/json"))
-        return _cors(Response(json.dumps(recorder.settings), mimetype="application/json"))
+            return allow_site_origin(Response('{"error": {}}', status=recorder.settings_status, mimetype="application/json"))
+        return allow_site_origin(Response(json.dumps(recorder.settings), mimetype="application/json"))
 
     @app.get("/slow/t.js")
     def slow_snippet() -> Response:
@@ -331,48 +317,7 @@ def page_factory(recorder: Recorder) -> Callable[..., str]:
 
 
 @pytest.fixture(scope="session")
-def dev_demo() -> Iterator[str]:
+def dev_demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``collector dev`` with no config, as a newcomer runs it; yields its URL."""
-    from collector.redis_server import free_port
-
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "COLLECTOR_CONFIG")}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "collector", "dev", "--port", str(port)],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,  # its own process group: its Redis and worker go with it
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with urllib.request.urlopen(f"{base}/readyz", timeout=1) as answer:
-                if answer.status == 200:
-                    break
-        except OSError:
-            pass
-        if time.monotonic() > deadline or process.poll() is not None:
-            _stop_group(process)
-            pytest.fail("collector dev did not come up within 30 s")
-        time.sleep(0.2)
-    try:
-        yield base
-    finally:
-        _stop_group(process)
-
-
-def _stop_group(process: subprocess.Popen[bytes]) -> None:
-    """Ctrl-C as a user would; if the tree does not exit, end the group we started."""
-    for sig, wait in ((signal.SIGINT, 10), (signal.SIGTERM, 5), (signal.SIGKILL, 5)):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+    with running_collector_dev(tmp_path_factory.mktemp("dev") / "collector-dev.log") as dev:
+        yield dev.url

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,48 +13,22 @@ import httpx
 import pytest
 
 from collector.map.commerce import web_event_id
-from collector.redis_server import free_port
+from tests.conftest import CollectorDev, running_collector_dev
 from tests.factories import make_event
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def dev_server():
+def dev_server(tmp_path: Path) -> Iterator[CollectorDev]:
     """`collector dev` as a user runs it: its own embedded Redis, its own worker, stopped by its PID."""
-    port = free_port()
-    env = {key: value for key, value in os.environ.items() if key not in ("REDIS_URL", "COLLECTOR_CONFIG")}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "collector", "dev", "--port", str(port)],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.2)
-    else:
-        process.kill()
-        pytest.fail(f"collector dev did not come up: {process.stdout.read() if process.stdout else ''}")
-    yield base, process
-    process.send_signal(signal.SIGINT)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=5)
+    with running_collector_dev(tmp_path / "collector-dev.log") as dev:
+        yield dev
 
 
 def test_dev_prints_the_url_and_serves_the_demo_page_with_the_snippet(dev_server):
     """The demo page loads /t.js for the demo site."""
-    base, _ = dev_server
+    base = dev_server.url
     page = httpx.get(f"{base}/").text
     assert 'src="/t.js"' in page and 'data-site="demo"' in page
     assert httpx.get(f"{base}/t.js").status_code == 200
@@ -63,7 +36,7 @@ def test_dev_prints_the_url_and_serves_the_demo_page_with_the_snippet(dev_server
 
 def test_an_event_travels_to_both_demo_destinations_spec_valid(dev_server):
     """An event posted as the snippet posts it shows up as a Depict and a Commerce request, valid."""
-    base, _ = dev_server
+    base = dev_server.url
     event = make_event("add_to_cart", props={"product_id": "DEMO-1"})
     body = json.dumps({"site": "demo", "events": [event]})
     answer = httpx.post(f"{base}/collect", content=body, headers={"Content-Type": "text/plain", "Origin": base})
@@ -84,10 +57,10 @@ def test_an_event_travels_to_both_demo_destinations_spec_valid(dev_server):
 
 def test_dev_stops_its_embedded_redis_on_exit(dev_server):
     """Ctrl-C stops the collector, the worker and the embedded redis-server it started."""
-    base, process = dev_server
-    process.send_signal(signal.SIGINT)
-    output, _ = process.communicate(timeout=20)
-    assert f"open {base}/" in output
+    dev_server.process.send_signal(signal.SIGINT)
+    dev_server.process.wait(timeout=20)
+    output = dev_server.log.read_text()
+    assert f"open {dev_server.url}/" in output
     pid_line = [line for line in output.splitlines() if "embedded redis-server pid" in line]
     assert pid_line, output
     redis_pid = int(pid_line[0].split("pid ")[1].split()[0])
