@@ -168,10 +168,11 @@ class DeliveryScheduler(RQScheduler):
         super().work()
 
 
-def run_delivery_process(config: CollectorConfig, redis_url: str, destination: str, parent_pid: int | None = None) -> None:
-    """Perform ``destination``'s jobs until SIGTERM/SIGINT, reconnecting when Redis goes away."""
+def run_delivery_process(config: CollectorConfig, redis_url: str, destination: str, supervised: bool = False) -> None:
+    """Perform ``destination``'s jobs until SIGTERM/SIGINT (or, ``supervised``, the supervisor's death),
+    reconnecting when Redis goes away."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s")
-    if parent_pid:
+    if supervised:
         when_parent_dies(lambda: os.kill(os.getpid(), signal.SIGTERM))
     logging.getLogger("rq.worker").addFilter(_WithoutMaintenanceChatter())
     redis = worker_redis(redis_url)
@@ -229,7 +230,7 @@ class Supervisor:
     def _start_child(self, destination: str) -> None:
         child = self._context.Process(
             target=run_delivery_process,
-            args=(self._config, self._redis_url, destination, os.getpid()),
+            args=(self._config, self._redis_url, destination, True),
             name=f"deliver-{destination}",
         )
         child.start()
