@@ -21,7 +21,8 @@ from collector.config import Site
 from collector.enrich import RequestContext, context_from_request
 from collector.errors import BadRequest, EventsRejected, OriginNotAllowed, QueueUnavailable, UnknownSite
 from collector.extensions import collector_state, limiter
-from collector.inbound import load_envelope, load_events
+from collector.event_check import check_events
+from collector.inbound import load_envelope
 from collector.routing import build_deliveries
 
 log = logging.getLogger(__name__)
@@ -148,7 +149,7 @@ def collect() -> tuple[Response, int]:
         raise BadRequest("the request is not a batch of events", details=error.messages) from None
     site = _site_named(envelope["site"])
     _check_origin(site)
-    events, rejected = load_events(envelope["events"])
+    events, rejected = check_events(envelope["events"])
     if not events:
         metrics.EVENTS.labels(site.name, "rejected").inc(len(rejected))
         raise EventsRejected(details={"rejected": rejected})
