@@ -12,11 +12,12 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from marshmallow import Schema, fields, post_dump
+from marshmallow import Schema, fields
 
 from collector.defaults import COMMERCE_ID_LENGTH, COMMERCE_ID_PREFIX
 from collector.enrich import RequestContext
 from collector.map.commerce_models import AccountSchema, IdOr
+from collector.map.present import present_fields_dumper
 
 _ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
 
@@ -39,12 +40,8 @@ class NewWebEventSchema(Schema):
     anonymousId = fields.String()
     account = IdOr(AccountSchema)
 
-    @post_dump
-    def _drop_absent(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
-        return {key: value for key, value in data.items() if value is not None}
 
-
-_schema = NewWebEventSchema()
+_dump = present_fields_dumper(NewWebEventSchema)
 
 
 def account_of(event: dict[str, Any]) -> str | dict[str, Any] | None:
@@ -53,7 +50,7 @@ def account_of(event: dict[str, Any]) -> str | dict[str, Any] | None:
 
 
 def to_web_event(site: str, event: dict[str, Any], context: RequestContext) -> dict[str, Any]:
-    return _schema.dump(
+    return _dump(
         {
             "id": web_event_id(site, event["id"]),
             "name": event["type"],

@@ -5,18 +5,20 @@ every field it dumps is one the spec declares, and absent values are left
 out rather than sent as null. It is dumped from a flat source already keyed
 by Depict's names (PROPS as sent, plus the event's own fields renamed, the
 site's tenant and market, and the visitor), because Marshmallow walks a
-dotted ``attribute`` path key by key for every field of every event.
+dotted ``attribute`` path key by key for every field of every event, and
+only over the fields the source has (``present.py``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from marshmallow import Schema, fields, post_dump
+from marshmallow import Schema, fields
 
 from collector import defaults
 from collector.config import DepictDestination
 from collector.enrich import RequestContext
+from collector.map.present import present_fields_dumper
 
 
 class _DepictEventFields(Schema):
@@ -32,12 +34,8 @@ class _DepictEventFields(Schema):
     document_referrer = fields.String()
     document_width = fields.String()
     page_url = fields.String()
-    variant_ids = fields.List(fields.String(), attribute=defaults.DEPICT_LIST_PROP)
-    entity_identifiers = fields.Dict(keys=fields.String(), values=fields.String(), attribute=defaults.DEPICT_MAP_PROP)
-
-    @post_dump
-    def _drop_absent(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
-        return {key: value for key, value in data.items() if value is not None}
+    variant_ids = fields.List(fields.String())
+    entity_identifiers = fields.Dict(keys=fields.String(), values=fields.String())
 
 
 DepictEventSchema = _DepictEventFields.from_dict(
@@ -46,7 +44,7 @@ DepictEventSchema = _DepictEventFields.from_dict(
 )
 """Depict's ``Event``, as ``depict-create-events.openapi.yaml`` defines it."""
 
-_schema = DepictEventSchema()
+_dump = present_fields_dumper(DepictEventSchema)
 
 
 def depict_user_id(event: dict[str, Any], context: RequestContext) -> str:
@@ -78,4 +76,4 @@ def to_depict_event(event: dict[str, Any], destination: DepictDestination, conte
         "document_width": event.get("document_width"),
         "page_url": page_url_of(event),
     }
-    return _schema.dump(source)
+    return _dump(source)
