@@ -20,7 +20,7 @@ from collector import defaults, metrics
 from collector.config import Site
 from collector.enrich import RequestContext, context_from_request
 from collector.errors import BadRequest, EventsRejected, OriginNotAllowed, QueueUnavailable, UnknownSite
-from collector.extensions import collector_state, limiter
+from collector.extensions import collector_state
 from collector.event_check import check_events
 from collector.inbound import load_envelope
 from collector.routing import build_deliveries
@@ -31,10 +31,6 @@ bp = Blueprint("collect", __name__)
 # A batch can meet ids claimed by a concurrent request between our tries;
 # three tries settle any realistic race.
 _ENQUEUE_TRIES = 3
-
-
-def _rate_limit() -> str:
-    return collector_state().config.settings.rate_limit
 
 
 def _read_json() -> Any:
@@ -139,7 +135,6 @@ def collect_preflight() -> tuple[str, int]:
 
 
 @bp.post("/collect")
-@limiter.limit(_rate_limit)
 def collect() -> tuple[Response, int]:
     started = time.perf_counter()
     settings = collector_state().config.settings

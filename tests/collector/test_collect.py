@@ -273,3 +273,15 @@ def test_over_the_rate_limit_is_429_with_retry_after_and_queues_nothing(strictly
     assert 1 <= int(refused.headers["Retry-After"]) <= 60
     assert len(queued(redis_client, destination="commerce")) == before
     assert strictly_limited_client.get("/healthz").status_code == 200
+
+
+def test_an_integer_beyond_64_bits_in_an_account_is_queued_exactly(client, redis_client):
+    """Python's JSON reads any integer; the outbox must not lose or round one a page sent."""
+    from tests.collector.map.test_commerce import LEAD, VEHICLE
+
+    vehicle = dict(VEHICLE, year=10**20)
+    account = {"id": "acc_1", "lead": dict(LEAD, favorites=[vehicle])}
+    response = post(client, {"site": SITE, "events": [make_event("Lead Form", props={"account": account})]})
+    assert response.status_code == 202
+    (delivery,) = queued(redis_client, destination="commerce")
+    assert delivery["body"]["account"]["lead"]["favorites"][0]["year"] == 10**20
