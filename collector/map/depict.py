@@ -34,12 +34,14 @@ class _DepictEventFields(Schema):
     document_referrer = fields.String()
     document_width = fields.String()
     page_url = fields.String()
-    variant_ids = fields.List(fields.String())
-    entity_identifiers = fields.Dict(keys=fields.String(), values=fields.String())
 
 
 DepictEventSchema = _DepictEventFields.from_dict(
-    {name: fields.String() for name in defaults.DEPICT_STRING_PROPS if name != "page_url"},
+    {
+        **{name: fields.String() for name in defaults.DEPICT_STRING_PROPS if name != "page_url"},
+        defaults.DEPICT_LIST_PROP: fields.List(fields.String()),
+        defaults.DEPICT_MAP_PROP: fields.Dict(keys=fields.String(), values=fields.String()),
+    },
     name="DepictEvent",
 )
 """Depict's ``Event``, as ``depict-create-events.openapi.yaml`` defines it."""
