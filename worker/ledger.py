@@ -6,6 +6,13 @@ It is kept per event id (a Depict delivery is an array of events), written
 the moment a vendor says 2xx, so a worker killed mid-job leaves at most the
 requests in flight unrecorded.
 
+The send threads of a process share their writes (:class:`GroupCommit`): a
+thread whose vendor said 2xx waits until its mark is in Redis before it
+sends anything else, as it did when each thread wrote its own, but marks
+that arrive while a write is on its way go together in the next one. One
+round trip per answer cost a delivery process as much CPU as its HTTP
+requests.
+
 It lives as long as a delivery can still be retried (``retry_for_seconds``)
 plus :data:`LEDGER_MARGIN_SECONDS`, not for the 24-hour dedupe window: after
 that no job of it is left, and a dead letter holds only events that did not
@@ -15,6 +22,7 @@ costs Redis, so this halves it over a day.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -64,8 +72,59 @@ class DeliveryLedger:
         remaining = [_without(delivery, delivered) for delivery in deliveries]
         return [delivery for delivery in remaining if delivery is not None]
 
-    def mark_delivered(self, delivery: dict[str, Any]) -> None:
+    def mark_delivered(self, *deliveries: dict[str, Any]) -> None:
         pipe = self._redis.pipeline(transaction=False)
-        for key in _keys(delivery):
-            pipe.set(key, "1", ex=self._window)
+        for delivery in deliveries:
+            for key in _keys(delivery):
+                pipe.set(key, "1", ex=self._window)
         pipe.execute()
+
+
+class _Mark:
+    def __init__(self, delivery: dict[str, Any]):
+        self.delivery = delivery
+        self.written = threading.Event()
+        self.error: BaseException | None = None
+
+
+class GroupCommit:
+    """Marks from many threads, written together; :meth:`mark_delivered` returns once its mark is in Redis.
+
+    The first thread to arrive while no write is under way writes every mark
+    waiting, then again for those that came meanwhile, until none is left;
+    the others only wait. A failed write raises in every thread whose mark
+    it carried, as a thread's own write would have.
+    """
+
+    def __init__(self, ledger: DeliveryLedger):
+        self._ledger = ledger
+        self._lock = threading.Lock()
+        self._waiting: list[_Mark] = []
+        self._writing = False
+
+    def mark_delivered(self, delivery: dict[str, Any]) -> None:
+        mark = _Mark(delivery)
+        with self._lock:
+            self._waiting.append(mark)
+            leads = not self._writing
+            self._writing = True
+        if leads:
+            self._write_until_none_wait()
+        mark.written.wait()
+        if mark.error is not None:
+            raise mark.error
+
+    def _write_until_none_wait(self) -> None:
+        while True:
+            with self._lock:
+                batch, self._waiting = self._waiting, []
+                if not batch:
+                    self._writing = False
+                    return
+            try:
+                self._ledger.mark_delivered(*(mark.delivery for mark in batch))
+            except BaseException as error:  # handed to each waiting thread, raised there
+                for mark in batch:
+                    mark.error = error
+            for mark in batch:
+                mark.written.set()

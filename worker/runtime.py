@@ -20,7 +20,7 @@ from worker.commerce_client import CommerceClient
 from worker.dead_letters import DeadLetters
 from worker.delivery import Attempt, Outcome, VendorClient
 from worker.depict_client import DepictClient
-from worker.ledger import DeliveryLedger, ledger_seconds
+from worker.ledger import DeliveryLedger, GroupCommit, ledger_seconds
 
 
 def vendor_clients(config: CollectorConfig, http: httpx.Client) -> dict[tuple[str, str], VendorClient]:
@@ -39,6 +39,8 @@ class WorkerRuntime:
     redis: Redis
     http: httpx.Client
     executor: ThreadPoolExecutor
+    ledger: DeliveryLedger
+    marks: GroupCommit
     clients: dict[tuple[str, str], VendorClient] = field(default_factory=dict)
 
     @classmethod
@@ -50,11 +52,8 @@ class WorkerRuntime:
             headers={"User-Agent": "first-party-collector/0.1"},
         )
         executor = ThreadPoolExecutor(max_workers=policy.concurrency, thread_name_prefix="send")
-        return cls(config, redis, http, executor, vendor_clients(config, http))
-
-    @property
-    def ledger(self) -> DeliveryLedger:
-        return DeliveryLedger(self.redis, ledger_seconds(self.config.settings.delivery))
+        ledger = DeliveryLedger(redis, ledger_seconds(policy))
+        return cls(config, redis, http, executor, ledger, GroupCommit(ledger), vendor_clients(config, http))
 
     @property
     def dead_letters(self) -> DeadLetters:
@@ -69,7 +68,7 @@ class WorkerRuntime:
         attempts = client.send(delivery)
         for attempt in attempts:
             if attempt.outcome is Outcome.DELIVERED:
-                self.ledger.mark_delivered(attempt.delivery)
+                self.marks.mark_delivered(attempt.delivery)
         return attempts
 
     def send_all(self, deliveries: list[dict[str, Any]]) -> list[Attempt]:

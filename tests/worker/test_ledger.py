@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import threading
+
+import pytest
+from redis import RedisError
+
 from collector.config import CollectorConfig
+from collector.extensions import connect_redis
+from collector.redis_server import free_port
 from tests.conftest import SITE
-from worker.ledger import DeliveryLedger, delivered_key, ledger_seconds
+from worker.ledger import DeliveryLedger, GroupCommit, delivered_key, ledger_seconds
+
+THREADS = 32
 
 
 def depict_delivery(*event_ids: str) -> dict:
@@ -27,3 +36,43 @@ def test_marks_outlive_every_retry_but_not_the_dedupe_window(redis_client, site_
     ttl = redis_client.ttl(delivered_key(SITE, "depict", "event-a1"))
     assert policy.retry_for_seconds < ttl <= ledger_seconds(policy)
     assert ledger_seconds(policy) < site_config.settings.dedupe_window_seconds
+
+
+def _mark_from_threads(marks: GroupCommit, check) -> list:
+    """Each of THREADS threads marks its own delivery, then reports ``check(event_id)`` or the error it got."""
+    results: list = [None] * THREADS
+    start = threading.Barrier(THREADS)
+
+    def one(index: int) -> None:
+        event_id = f"event-{index:04d}"
+        start.wait()
+        try:
+            marks.mark_delivered(depict_delivery(event_id))
+            results[index] = check(event_id)
+        except RedisError as error:
+            results[index] = error
+
+    threads = [threading.Thread(target=one, args=(index,)) for index in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert not any(thread.is_alive() for thread in threads), "a thread still waits for its mark"
+    return results
+
+
+def test_each_thread_returns_only_once_its_own_mark_is_in_redis(redis_client, site_config: CollectorConfig):
+    """Marks written together still hold the rule: nothing else is sent before the vendor's yes is recorded."""
+    marks = GroupCommit(DeliveryLedger(redis_client, ledger_seconds(site_config.settings.delivery)))
+    results = _mark_from_threads(marks, lambda event_id: redis_client.exists(delivered_key(SITE, "depict", event_id)))
+    assert results == [1] * THREADS
+
+
+def test_a_failed_write_raises_in_every_thread_it_carried(site_config: CollectorConfig):
+    """With Redis gone, every waiting thread gets the error (its job then retries); none is left hanging."""
+    unreachable = connect_redis(f"redis://127.0.0.1:{free_port()}/0", timeout=0.5)
+    marks = GroupCommit(DeliveryLedger(unreachable, ledger_seconds(site_config.settings.delivery)))
+    results = _mark_from_threads(marks, lambda event_id: "returned without error")
+    assert all(isinstance(result, RedisError) for result in results)
+    with pytest.raises(RedisError):
+        marks.mark_delivered(depict_delivery("event-later"))
