@@ -5,9 +5,11 @@ workers, the same ``--workers``, keep-alive 5 s: what ``collector serve``
 uses), and the same load generator posts the same kind of body to both:
 the collector's ``/collect`` (validation, mapping, the rate limiter, one Lua
 script in Redis, metrics, the visitor cookie) and the hello-world's, which
-only reads the body. Runs alternate between the two apps (hello, collector,
-hello, collector, ...) at 8 and then 32 connections so that a noisy
-neighbour hurts both alike. Every request carries fresh event ids, so the
+only reads the body. A third app, the floor (``floor.py``: JSON parse and
+one ``RPUSH``), shows what share of hello world any durable collector keeps
+on this server. Runs alternate between the apps (hello, floor, collector,
+hello, ...) at 8 and then 32 connections so that a noisy neighbour hurts
+all alike. Every request carries fresh event ids, so the
 collector deduplicates nothing; the outboxes are counted after each run to
 prove it, then emptied (no worker runs during ingest).
 
@@ -24,6 +26,7 @@ from redis import Redis
 
 from collector.queue import outbox_key
 from tests.bench import outbox
+from tests.bench.floor import FLOOR_LIST
 from tests.bench.footprint import GUNICORN_ROLES, print_rss
 from tests.bench.loadgen import LoadResult, generator_name, timed_load
 from tests.bench.payload import EVENTS_PER_BATCH
@@ -35,7 +38,8 @@ from tests.bench.standin import start_standins
 CONNECTIONS = (8, 32)
 TARGET_RPS_SHARE = 0.60
 TARGET_P99_FACTOR = 3.0
-APPS = ("hello-world", "/collect")
+FLOOR = "JSON + RPUSH"
+APPS = ("hello-world", FLOOR, "/collect")
 SETTLE_SECONDS = 0.5  # for the requests in flight when the generator stopped
 
 
@@ -96,11 +100,14 @@ def run(quick: bool = False) -> list[Row]:
         config = write_config(stack.dir / "collector.toml", standins.depict_url, standins.commerce_url)
         collector, collector_url = stack.collector(config, redis_server.url, workers)
         hello, hello_url = stack.gunicorn("hello", "tests.bench.hello:app", workers)
-        urls = {"hello-world": hello_url + "/collect", "/collect": collector_url + "/collect"}
+        _, floor_url = stack.gunicorn("floor", "tests.bench.floor:app", workers, REDIS_URL=redis_server.url)
+        urls = {"hello-world": hello_url + "/collect", FLOOR: floor_url + "/collect", "/collect": collector_url + "/collect"}
         for url in urls.values():
             timed_load(url, CONNECTIONS[0], plan.warmup_seconds)
         queued_and_emptied(redis)
+        redis.delete(FLOOR_LIST)
         combined = measure(urls, plan, redis)
+        print_floor(combined)
         print("\nRSS after the load:")
         print_rss({"collector serve (gunicorn)": collector, "hello-world (gunicorn)": hello})
         print(GUNICORN_ROLES)
@@ -116,7 +123,7 @@ def measure(urls: dict[str, str], plan: Plan, redis: Redis) -> dict[tuple[str, i
             for app in APPS:
                 result = timed_load(urls[app], connections, plan.seconds)
                 runs.setdefault((app, connections), []).append(result)
-                queued = "" if app == "hello-world" else _queued_note(redis, result)
+                queued = _queued_note(redis, result) if app == "/collect" else _floor_emptied(redis, app)
                 detail.append([app, connections, round_number, f"{result.rps:.0f}", f"{result.p50_ms:.1f}",
                                f"{result.p99_ms:.1f}", result.errors, queued])  # fmt: skip
     print("\neach run:")
@@ -128,6 +135,23 @@ def measure(urls: dict[str, str], plan: Plan, redis: Redis) -> dict[tuple[str, i
                     [[app, conns, f"{c.rps:.0f}", f"{c.p50_ms:.1f}", f"{c.p99_ms:.1f}", c.errors]
                      for (app, conns), c in combined.items()]))  # fmt: skip
     return combined
+
+
+def _floor_emptied(redis: Redis, app: str) -> str:
+    if app != FLOOR:
+        return ""
+    time.sleep(SETTLE_SECONDS)
+    return f"{redis.delete(FLOOR_LIST) and 'floor list emptied'}"
+
+
+def print_floor(combined: dict[tuple[str, int], Combined]) -> None:
+    """Where the floor sits between hello world and /collect, at each connection count."""
+    print("\nthe floor (JSON + one RPUSH) against hello world, and /collect against the floor:")
+    rows = []
+    for connections in CONNECTIONS:
+        hello, floor, ours = (combined[(app, connections)].rps for app in APPS)
+        rows.append([connections, f"{ratio(floor, hello):.2f}", f"{ratio(ours, hello):.2f}", f"{ratio(ours, floor):.2f}"])
+    print(table(["conns", "floor / hello", "/collect / hello", "/collect / floor"], rows))
 
 
 def _queued_note(redis: Redis, result: LoadResult) -> str:
