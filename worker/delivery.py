@@ -29,6 +29,7 @@ class Outcome(str, Enum):
     DELIVERED = "delivered"
     RETRY = "retry"
     DEAD = "dead"
+    UNSENT = "unsent"  # not tried: the process was told to stop; the job puts it back in its outbox
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,10 @@ another try (network errors, timeouts, 408, 429, 5xx) make the job raise;
 RQ then runs it again after :func:`worker.delivery.retry_delay` (exponential,
 with jitter, never sooner than the vendor's Retry-After), until a delivery
 is older than ``retry_for_seconds`` and is dead-lettered instead.
+
+A process told to stop sends nothing more: the job's deliveries not yet
+started go back to their outbox (``Outcome.UNSENT``), so stopping waits for
+the requests in flight, not for the rest of the job.
 """
 
 from __future__ import annotations
@@ -71,6 +75,8 @@ def _forward(deliveries: list[dict[str, Any]]) -> dict[str, int]:
 
     pending = runtime.ledger.undelivered(deliveries)
     attempts = runtime.send_all(pending)
+    unsent = [a.delivery for a in attempts if a.outcome is Outcome.UNSENT]
+    return_to_outbox(runtime.redis, unsent)
     now = time.time()
     delivered = [a for a in attempts if a.outcome is Outcome.DELIVERED]
     dead = [a for a in attempts if a.outcome is Outcome.DEAD]
@@ -84,6 +90,7 @@ def _forward(deliveries: list[dict[str, Any]]) -> dict[str, int]:
         "already_delivered": len(deliveries) - len(pending),
         "dead": len(dead) + len(given_up),
         "retry": len(to_retry),
+        "returned_to_outbox": len(unsent),
     }
     if to_retry:
         retry_after = max((a.retry_after or 0.0) for a in to_retry)

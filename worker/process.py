@@ -176,9 +176,9 @@ def run_delivery_process(config: CollectorConfig, redis_url: str, destination: s
         when_parent_dies(lambda: os.kill(os.getpid(), signal.SIGTERM))
     logging.getLogger("rq.worker").addFilter(_WithoutMaintenanceChatter())
     redis = worker_redis(redis_url)
-    runtime = WorkerRuntime.start(config, redis)
-    install(runtime)
     stopping = threading.Event()
+    runtime = WorkerRuntime.start(config, redis, stopping)
+    install(runtime)
     try:
         while not stopping.is_set():
             worker = DeliveryWorker(

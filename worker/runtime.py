@@ -8,6 +8,7 @@ config file the collector reads; they never pass through Redis.
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,9 +43,10 @@ class WorkerRuntime:
     ledger: DeliveryLedger
     marks: GroupCommit
     clients: dict[tuple[str, str], VendorClient] = field(default_factory=dict)
+    stopping: threading.Event = field(default_factory=threading.Event)
 
     @classmethod
-    def start(cls, config: CollectorConfig, redis: Redis) -> "WorkerRuntime":
+    def start(cls, config: CollectorConfig, redis: Redis, stopping: threading.Event | None = None) -> "WorkerRuntime":
         policy = config.settings.delivery
         http = httpx.Client(
             timeout=httpx.Timeout(policy.timeout_seconds, connect=policy.connect_timeout_seconds),
@@ -53,14 +55,18 @@ class WorkerRuntime:
         )
         executor = ThreadPoolExecutor(max_workers=policy.concurrency, thread_name_prefix="send")
         ledger = DeliveryLedger(redis, ledger_seconds(policy))
-        return cls(config, redis, http, executor, ledger, GroupCommit(ledger), vendor_clients(config, http))
+        return cls(
+            config, redis, http, executor, ledger, GroupCommit(ledger), vendor_clients(config, http), stopping or threading.Event()
+        )
 
     @property
     def dead_letters(self) -> DeadLetters:
         return DeadLetters(self.redis)
 
     def send(self, delivery: dict[str, Any]) -> list[Attempt]:
-        """Send one delivery and record at once what the vendor took."""
+        """Send one delivery and record at once what the vendor took; send nothing once told to stop."""
+        if self.stopping.is_set():
+            return [Attempt(delivery, Outcome.UNSENT)]
         client = self.clients.get((delivery["site"], delivery["destination"]))
         if client is None:
             reason = f"site {delivery['site']!r} has no {delivery['destination']} destination in the worker's config"

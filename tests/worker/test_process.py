@@ -99,3 +99,29 @@ def test_a_sigkilled_delivery_process_is_replaced_and_its_scheduler_does_not_lin
     while len(listening()) < 2 and time.monotonic() < deadline + 10:
         time.sleep(0.1)
     assert len(listening()) == 2
+
+
+def test_told_to_stop_mid_job_it_sends_nothing_more_and_puts_the_rest_back(running_worker, client, commerce, redis_client, tmp_path):
+    """A stop waits for the requests in flight, not the whole job; the deliveries not started wait in the outbox."""
+    from collector.map.commerce import web_event_id
+    from collector.queue import decode_entry, outbox_key
+    from tests.conftest import ORIGIN, SITE
+    from tests.factories import make_event
+
+    process, _ = running_worker
+    commerce.hang_next(100, 1.5)  # every request takes 1.5 s, within the 2 s timeout
+    events = [make_event("User Login") for _ in range(20)]  # one job; 16 are sent at once, 4 wait
+    answer = client.post("/collect", json={"site": SITE, "events": events}, headers={"Origin": ORIGIN})
+    assert answer.status_code == 202
+    commerce.wait_for(lambda _: commerce.arrivals >= 16, timeout=10)
+    process.send_signal(signal.SIGTERM)
+    started = time.monotonic()
+    assert process.wait(timeout=STOP_WITHIN_SECONDS) == 0
+    stopped_after = time.monotonic() - started
+
+    sent = set(commerce.event_ids())
+    entries = redis_client.lrange(outbox_key(SITE, "commerce"), 0, -1)
+    waiting = {delivery["id"] for entry in entries for delivery in decode_entry(entry)}
+    assert len(sent) == 16 and len(waiting) == 4, f"sent {len(sent)}, waiting {len(waiting)}; log:\n{log_tail(tmp_path)}"
+    assert sent | waiting == {web_event_id(SITE, event["id"]) for event in events}
+    assert stopped_after < 5, "it waited for more than the requests in flight"
