@@ -138,10 +138,15 @@ def measure(urls: dict[str, str], plan: Plan, redis: Redis) -> dict[tuple[str, i
 
 
 def _floor_emptied(redis: Redis, app: str) -> str:
+    """For the floor's runs: how many bodies it queued (then emptied, so that memory stays bounded)."""
     if app != FLOOR:
         return ""
     time.sleep(SETTLE_SECONDS)
-    return f"{redis.delete(FLOOR_LIST) and 'floor list emptied'}"
+    with redis.pipeline(transaction=True) as pipe:
+        pipe.llen(FLOOR_LIST)
+        pipe.delete(FLOOR_LIST)
+        queued, _ = pipe.execute()
+    return f"floor list: {queued} bodies"
 
 
 def print_floor(combined: dict[tuple[str, int], Combined]) -> None:
