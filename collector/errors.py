@@ -8,11 +8,15 @@ snippet, a site owner's curl and the tests all read the same keys. Raise a
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, jsonify, request
 from flask_limiter import RateLimitExceeded
 from werkzeug.exceptions import HTTPException
+
+
+log = logging.getLogger(__name__)
 
 
 class CollectorError(Exception):
@@ -52,6 +56,13 @@ class EventsRejected(CollectorError):
     message = "no event was valid"
 
 
+class BudgetExceeded(CollectorError):
+    """The batch would pass one of the site's budgets (``[sites.NAME.limits]``); nothing was queued."""
+
+    code = 429
+    message = "over this site's budget; retry after Retry-After seconds"
+
+
 class QueueUnavailable(CollectorError):
     """Redis could not take the events; nothing was accepted, the client should retry."""
 
@@ -66,12 +77,21 @@ def error_body(code: int, message: str, details: Any = None) -> dict[str, Any]:
     return {"error": error}
 
 
+def _log_refusal(code: int, message: str) -> None:
+    """One line per refused request: the reason, never the body (it may hold personal data)."""
+    log.warning("%s %s refused with %d: %s", request.method, request.path, code, message)
+
+
 def _collector_error(error: CollectorError) -> tuple[Response, int, dict[str, str]]:
+    if error.code < 500:
+        _log_refusal(error.code, error.message)
     return jsonify(error_body(error.code, error.message, error.details)), error.code, error.headers
 
 
 def _http_error(error: HTTPException) -> tuple[Response, int, dict[str, str]]:
     code = error.code or 500
+    if code == 413:
+        _log_refusal(code, error.description or error.name)
     headers = {key: value for key, value in error.get_headers() if key.lower() == "retry-after"}
     return jsonify(error_body(code, error.description or error.name)), code, headers
 

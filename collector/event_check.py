@@ -27,6 +27,7 @@ from typing import Any
 import fastjsonschema
 
 from collector.inbound import load_events
+from collector.request_body import lone_surrogate_errors
 from collector.openapi import collect_openapi
 
 _EVENT_SCHEMA = "InboundEvent"
@@ -55,17 +56,42 @@ def _is_well_formed(raw_events: list[Any]) -> bool:
         _well_formed_batch()(raw_events)
     except fastjsonschema.JsonSchemaException:
         return False
-    return all(_plain_width(event) for event in raw_events)
+    return all(_plain_integers(event) for event in raw_events)
 
 
-def _plain_width(event: dict[str, Any]) -> bool:
-    """JSON Schema calls ``1280.0`` an integer; Marshmallow's ``Width`` turns it into ``1280``."""
-    width = event.get("document_width")
-    return width is None or type(width) is int
+def _plain_integers(event: dict[str, Any]) -> bool:
+    """JSON Schema calls ``1280.0`` an integer; Marshmallow turns a width into ``1280`` and refuses a ``ts`` of ``1e3``."""
+    width, ts = event.get("document_width"), event.get("ts")
+    return (width is None or type(width) is int) and (ts is None or type(ts) is int)
 
 
-def check_events(raw_events: list[Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Split a batch into events to queue and rejections (``index``, ``id``, ``errors``), as ``load_events`` does."""
+def _check(raw_events: list[Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     if _is_well_formed(raw_events):
         return [event if "props" in event else {**event, "props": {}} for event in raw_events], []
     return load_events(raw_events)
+
+
+def check_events(raw_events: list[Any], screen_text: bool = False) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Split a batch into events to queue and rejections (``index``, ``id``, ``errors``), as ``load_events`` does.
+
+    With ``screen_text`` (the body had a surrogate escape), events holding a
+    string that is not valid Unicode are refused first, naming the field.
+    """
+    unusable = _lone_surrogates(raw_events) if screen_text else {}
+    if not unusable:
+        return _check(raw_events)
+    kept = [index for index in range(len(raw_events)) if index not in unusable]
+    events, rejected = _check([raw_events[index] for index in kept])
+    rejected = [{**item, "index": kept[item["index"]]} for item in rejected]
+    rejected += [{"index": index, "id": _text_id(raw_events[index]), "errors": errors} for index, errors in unusable.items()]
+    return events, sorted(rejected, key=lambda item: item["index"])
+
+
+def _lone_surrogates(raw_events: list[Any]) -> dict[int, Any]:
+    found = {index: lone_surrogate_errors(event) for index, event in enumerate(raw_events)}
+    return {index: errors for index, errors in found.items() if errors is not None}
+
+
+def _text_id(raw: Any) -> str | None:
+    event_id = raw.get("id") if isinstance(raw, dict) else None
+    return event_id if isinstance(event_id, str) and lone_surrogate_errors(event_id) is None else None

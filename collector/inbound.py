@@ -72,7 +72,11 @@ class InboundEventSchema(Schema):
         validate=validate.Length(min=1, max=defaults.MAX_EVENT_NAME_LENGTH),
         metadata={"description": "A Depict event type, or any Web Event name such as 'User Login'"},
     )
-    ts = fields.Integer(strict=True, validate=validate.Range(min=0), metadata={"description": "Client time, ms since epoch"})
+    ts = fields.Integer(
+        strict=True,
+        validate=validate.Range(min=0, max=defaults.MAX_SAFE_INTEGER),
+        metadata={"description": "Client time, ms since epoch"},
+    )
     anonymous_id = fields.String(validate=_short, allow_none=True)
     session_id = fields.String(validate=_short, allow_none=True)
     user_id = fields.String(validate=_short, allow_none=True)
@@ -87,6 +91,11 @@ class CollectRequestSchema(Schema):
     """The body of ``POST /collect``: one site, a batch of events from one browser."""
 
     site = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    consent = fields.Boolean(
+        truthy={True},
+        falsy={False},
+        metadata={"description": "true once the visitor gave consent; a site that requires it drops events without it"},
+    )
     events = fields.List(
         fields.Dict(),
         required=True,
@@ -102,11 +111,14 @@ class RejectedEventSchema(Schema):
 
 
 class CollectResultSchema(Schema):
-    """The answer of ``POST /collect`` when at least one event was queued."""
+    """The answer of ``POST /collect`` when at least one event was queued or dropped for privacy."""
 
     accepted = fields.Integer()
     duplicates = fields.Integer()
     rejected = fields.List(fields.Nested(RejectedEventSchema))
+    dropped_for_privacy = fields.Integer(
+        metadata={"description": "Events not queued: consent required and not given, or Global Privacy Control"}
+    )
 
 
 _envelope = CollectRequestSchema()
