@@ -6,7 +6,15 @@ import pytest
 from flask import Flask, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from collector.enrich import context_from_request, visitor_id_for
+from collector.enrich import (
+    context_from_request,
+    forwardable_host,
+    forwardable_ip,
+    forwardable_url,
+    forwardable_user_agent,
+    global_privacy_control,
+    visitor_id_for,
+)
 
 
 def context_for(headers: dict[str, str], hops: int = 0, cookie: str | None = None, anonymous_id: str | None = None):
@@ -77,5 +85,54 @@ def test_the_server_cookie_wins_over_the_snippet_id():
 
 def test_gpc_header_is_seen():
     """Sec-GPC: 1 marks the request as opted out."""
-    assert context_for({"Sec-GPC": "1"}).global_privacy_control
-    assert not context_for({}).global_privacy_control
+    app = Flask(__name__)
+    with app.test_request_context(headers={"Sec-GPC": "1"}):
+        assert global_privacy_control(request)
+    with app.test_request_context():
+        assert not global_privacy_control(request)
+
+
+@pytest.mark.parametrize(
+    ("sent", "passed_on"),
+    [
+        ("Mozilla/5.0 (X11; Linux x86_64)", "Mozilla/5.0 (X11; Linux x86_64)"),
+        ("Mozilla/5.0 (caf\xe9)", "Mozilla/5.0 (caf)"),  # a Latin-1 byte, as WSGI hands it over
+        ("Mozilla/5.0 (caf\xc3\xa9)", "Mozilla/5.0 (caf)"),  # UTF-8 bytes, as WSGI hands them over
+        ("Mozilla\x00/5.0\x7f", "Mozilla/5.0"),
+        ("\xe9\xe9", None),
+        ("x" * 600, "x" * 512),
+    ],
+)
+def test_user_agent_is_passed_on_as_printable_ascii(sent, passed_on):
+    """Characters a header may not carry are dropped from the User-Agent passed on to Depict."""
+    assert forwardable_user_agent(sent) == passed_on
+    if passed_on:
+        passed_on.encode("ascii")
+
+
+@pytest.mark.parametrize(
+    ("sent", "passed_on"),
+    [
+        ("https://shop.example/p?q=1#x", "https://shop.example/p?q=1#x"),
+        ("https://shop.example/caf\xc3\xa9", "https://shop.example/caf%C3%A9"),
+        ("https://shop.example/caf\xe9", "https://shop.example/caf%E9"),
+        ("https://shop.example/a b", "https://shop.example/a%20b"),
+        ("https://shop.example/\u2603", "https://shop.example/%E2%98%83"),  # not Latin-1: a test client's str
+        ("https://shop.example/already%20encoded", "https://shop.example/already%20encoded"),
+        ("javascript:alert(1)", None),
+    ],
+)
+def test_referer_is_passed_on_percent_encoded(sent, passed_on):
+    """A Referer with bytes beyond ASCII is passed on as the same URL, percent-encoded."""
+    assert forwardable_url(sent) == passed_on
+
+
+def test_a_forged_host_or_address_is_not_passed_on():
+    """Only a host name (with port) and a valid IP address go to Depict as X-Forwarded-Host/-For."""
+    assert forwardable_host("collect.shop.example:8443") == "collect.shop.example:8443"
+    assert forwardable_host("[::1]:8000") == "[::1]:8000"
+    assert forwardable_host("evil\r\nX-Injected: 1") is None
+    assert forwardable_host("caf\xe9.example") is None
+    assert forwardable_ip("203.0.113.7") == "203.0.113.7"
+    assert forwardable_ip("2001:db8::1") == "2001:db8::1"
+    assert forwardable_ip("not-an-ip") is None

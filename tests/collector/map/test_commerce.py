@@ -16,7 +16,7 @@ from collector.map.commerce import to_web_event, web_event_id
 from collector.demo.vendor_spec import VendorSpec
 
 COMMERCE = VendorSpec.load(Path(__file__).resolve().parents[2] / "specs" / "commerce-webevents.openapi.yaml")
-CONTEXT = RequestContext("203.0.113.7", "UA", None, "collect.example", 0.0, "visitor_abcdef12", True, False)
+CONTEXT = RequestContext("203.0.113.7", "UA", None, "collect.example", 0.0, "visitor_abcdef12", True)
 
 STATE = {"code": "IL"}
 CITY = {"name": "Springfield", "state": STATE}

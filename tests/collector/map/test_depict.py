@@ -23,7 +23,6 @@ CONTEXT = RequestContext(
     received_at=0.0,
     visitor_id="visitor_abcdef12",
     visitor_cookie_was_set=True,
-    global_privacy_control=False,
 )
 
 PROPS_BY_TYPE = {
