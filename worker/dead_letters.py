@@ -3,6 +3,9 @@
 They live in one Redis hash, ``collector:dead-letters``, keyed by site,
 destination and delivery id, so recording the same failure twice keeps one
 entry. Nothing here expires: a dead letter is data the site owner paid for.
+
+A vendor's answer and the reason are kept with the site's API keys masked
+(a vendor may echo the key it refused) and cut to ``MAX_KEPT_CHARS``.
 """
 
 from __future__ import annotations
@@ -16,9 +19,19 @@ from typing import Any
 from redis import Redis
 
 from collector.queue import KEY_PREFIX
-from worker.delivery import Attempt
+from worker.delivery import MAX_KEPT_BODY_CHARS, Attempt
 
 DEAD_LETTERS = KEY_PREFIX + "dead-letters"
+MAX_KEPT_CHARS = MAX_KEPT_BODY_CHARS
+MASK = "***"
+
+
+def masked(text: str, secrets: Sequence[str]) -> str:
+    """``text`` with every secret replaced by ``***``, then cut to ``MAX_KEPT_CHARS``."""
+    for secret in sorted(secrets, key=len, reverse=True):
+        if secret:
+            text = text.replace(secret, MASK)
+    return text[:MAX_KEPT_CHARS]
 
 
 def dead_letter_field(delivery: dict[str, Any]) -> str:
@@ -36,8 +49,9 @@ class DeadLetter:
 
 
 class DeadLetters:
-    def __init__(self, redis: Redis):
+    def __init__(self, redis: Redis, secrets: Sequence[str] = ()):
         self._redis = redis
+        self._secrets = tuple(secrets)
 
     def add(self, attempts: Sequence[Attempt], tries: int, reason_prefix: str = "") -> None:
         if not attempts:
@@ -48,8 +62,8 @@ class DeadLetters:
                 {
                     "delivery": attempt.delivery,
                     "status": attempt.status,
-                    "answer": attempt.answer,
-                    "reason": reason_prefix + attempt.reason,
+                    "answer": masked(attempt.answer, self._secrets),
+                    "reason": masked(reason_prefix + attempt.reason, self._secrets),
                     "attempts": tries,
                     "failed_at": now,
                 }

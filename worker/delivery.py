@@ -4,6 +4,10 @@ A vendor's answer decides what happens to a delivery: 2xx is delivered;
 network errors, timeouts, 408, 429 and 5xx are worth another try; any other
 4xx (400, 401, 403, 404, 422) will not get better by repeating the same
 request, so the delivery goes to the dead letters with the vendor's reason.
+
+A delivery that cannot even be made into an HTTP request (a header value
+or a string that cannot be encoded) is dead at once, with the error as its
+reason: repeating it would fail the same way for ever.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ log = logging.getLogger(__name__)
 
 RETRYABLE_STATUSES = frozenset({408, 429})
 MAX_KEPT_BODY_CHARS = 1000
+# Read a little more of an answer than is kept, so that a key it echoes at the cut is masked whole before cutting.
+_READ_ANSWER_CHARS = MAX_KEPT_BODY_CHARS + 512
 
 
 class Outcome(str, Enum):
@@ -45,6 +51,11 @@ class Attempt:
     @property
     def reason(self) -> str:
         return f"HTTP {self.status}" if self.status is not None else self.answer or "no answer"
+
+
+def describe_error(error: BaseException) -> str:
+    """An exception as a dead letter's reason: its type and message, kept short."""
+    return f"{type(error).__name__}: {error}"[:MAX_KEPT_BODY_CHARS]
 
 
 def outcome_of_status(status: int) -> Outcome:
@@ -90,7 +101,12 @@ class VendorClient:
 
     def post(self, delivery: dict[str, Any]) -> Attempt:
         try:
-            response = self._http.post(self.url, json=delivery["body"], headers=self.headers_for(delivery))
+            request = self._http.build_request("POST", self.url, json=delivery["body"], headers=self.headers_for(delivery))
+        except (UnicodeError, TypeError, ValueError) as error:
+            log.warning("%s delivery %s cannot be sent: %s", self.name, delivery["id"], type(error).__name__)
+            return Attempt(delivery, Outcome.DEAD, answer=f"the delivery cannot be sent as HTTP: {describe_error(error)}")
+        try:
+            response = self._http.send(request)
         except httpx.HTTPError as error:
             log.info("%s delivery %s: %s", self.name, delivery["id"], type(error).__name__)
             return Attempt(delivery, Outcome.RETRY, answer=type(error).__name__)
@@ -99,6 +115,6 @@ class VendorClient:
             delivery,
             outcome_of_status(response.status_code),
             status=response.status_code,
-            answer=response.text[:MAX_KEPT_BODY_CHARS],
+            answer=response.text[:_READ_ANSWER_CHARS],
             retry_after=parse_retry_after(response.headers.get("Retry-After")),
         )

@@ -9,6 +9,13 @@ RQ then runs it again after :func:`worker.delivery.retry_delay` (exponential,
 with jitter, never sooner than the vendor's Retry-After), until a delivery
 is older than ``retry_for_seconds`` and is dead-lettered instead.
 
+Nothing a delivery holds can make a job retry past ``retry_for_seconds``:
+one delivery's unforeseen error dead-letters that delivery alone
+(``WorkerRuntime.send``), and a job that fails as a whole (Redis lost while
+recording, the job's time limit) is retried by RQ only until its oldest
+delivery is past the window; then its deliveries are dead-lettered with the
+error as the reason.
+
 A process told to stop sends nothing more: the job's deliveries not yet
 started go back to their outbox (``Outcome.UNSENT``), so stopping waits for
 the requests in flight, not for the rest of the job.
@@ -24,7 +31,7 @@ from rq import get_current_job
 
 from collector.queue import wake_dispatchers
 from worker.breaker import Breaker
-from worker.delivery import Attempt, Outcome, retry_delay
+from worker.delivery import Attempt, Outcome, describe_error, retry_delay
 from worker.outbox_return import return_to_outbox
 from worker.runtime import current_runtime
 
@@ -60,8 +67,26 @@ def forward_deliveries(deliveries: list[dict[str, Any]]) -> dict[str, int]:
     """Send the job's deliveries; then let the dispatcher queue the next job (it keeps only a few waiting)."""
     try:
         return _forward(deliveries)
+    except DeliveriesFailed:
+        raise
+    except Exception as error:
+        return _give_up_when_expired(deliveries, error)
     finally:
         wake_dispatchers(current_runtime().redis)
+
+
+def _give_up_when_expired(deliveries: list[dict[str, Any]], error: Exception) -> dict[str, int]:
+    """A job that failed as a whole: raise for RQ to retry it, unless its deliveries are past the retry window."""
+    runtime = current_runtime()
+    window = runtime.config.settings.delivery.retry_for_seconds
+    now = time.time()
+    if not all(now - float(delivery.get("queued_at") or now) > window for delivery in deliveries):
+        raise error
+    pending = runtime.ledger.undelivered(deliveries)
+    attempts = [Attempt(delivery, Outcome.DEAD, answer=describe_error(error)) for delivery in pending]
+    runtime.dead_letters.add(attempts, _current_attempt(), reason_prefix=f"gave up after {window:g} s: ")
+    log.warning("%d deliveries dead-lettered after %g s of failing jobs: %s", len(attempts), window, type(error).__name__)
+    return {"dead": len(attempts), "already_delivered": len(deliveries) - len(pending)}
 
 
 def _forward(deliveries: list[dict[str, Any]]) -> dict[str, int]:

@@ -8,6 +8,7 @@ config file the collector reads; they never pass through Redis.
 
 from __future__ import annotations
 
+import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -19,9 +20,17 @@ from redis import Redis
 from collector.config import CollectorConfig
 from worker.commerce_client import CommerceClient
 from worker.dead_letters import DeadLetters
-from worker.delivery import Attempt, Outcome, VendorClient
+from worker.delivery import Attempt, Outcome, VendorClient, describe_error
 from worker.depict_client import DepictClient
 from worker.ledger import DeliveryLedger, GroupCommit, ledger_seconds
+
+log = logging.getLogger(__name__)
+
+
+def api_keys(config: CollectorConfig) -> list[str]:
+    """Every vendor key of the configuration, to mask wherever a vendor's answer is kept."""
+    destinations = [site.depict for site in config.sites.values()] + [site.commerce for site in config.sites.values()]
+    return [destination.api_key for destination in destinations if destination is not None]
 
 
 def vendor_clients(config: CollectorConfig, http: httpx.Client) -> dict[tuple[str, str], VendorClient]:
@@ -61,17 +70,27 @@ class WorkerRuntime:
 
     @property
     def dead_letters(self) -> DeadLetters:
-        return DeadLetters(self.redis)
+        return DeadLetters(self.redis, secrets=api_keys(self.config))
 
     def send(self, delivery: dict[str, Any]) -> list[Attempt]:
-        """Send one delivery and record at once what the vendor took; send nothing once told to stop."""
+        """Send one delivery and record at once what the vendor took; send nothing once told to stop.
+
+        Whatever goes wrong in sending one delivery is that delivery's
+        outcome, never the job's: an error no one foresaw dead-letters it
+        with the error as its reason, and the job's other deliveries go on.
+        Only a failure to record a success in Redis fails the job.
+        """
         if self.stopping.is_set():
             return [Attempt(delivery, Outcome.UNSENT)]
         client = self.clients.get((delivery["site"], delivery["destination"]))
         if client is None:
             reason = f"site {delivery['site']!r} has no {delivery['destination']} destination in the worker's config"
             return [Attempt(delivery, Outcome.DEAD, answer=reason)]
-        attempts = client.send(delivery)
+        try:
+            attempts = client.send(delivery)
+        except Exception as error:  # classified: a delivery must settle, whatever it holds
+            log.exception("%s delivery %s failed unexpectedly; dead-lettered", delivery["destination"], delivery["id"])
+            return [Attempt(delivery, Outcome.DEAD, answer=f"unexpected error in sending: {describe_error(error)}")]
         for attempt in attempts:
             if attempt.outcome is Outcome.DELIVERED:
                 self.marks.mark_delivered(attempt.delivery)
