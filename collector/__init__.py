@@ -53,15 +53,18 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
 def _bind_extensions(app: Flask, site_config: CollectorConfig) -> None:
     from collector.errors import register_error_handlers
-    from collector.extensions import CollectorState, connect_redis, limiter
+    from collector.extensions import CollectorState, connect_redis, limiter, limiter_timeout, queue_timeout
     from collector.queue import Outbox
 
-    redis = connect_redis(app.config["REDIS_URL"])
+    redis = connect_redis(app.config["REDIS_URL"], queue_timeout(site_config.settings))
     app.extensions["collector"] = CollectorState(
         config=site_config,
         redis=redis,
         outbox=Outbox(redis, site_config.settings.dedupe_window_seconds),
+        allowed_origins=frozenset(origin for site in site_config.sites.values() for origin in site.origins),
     )
+    limiter_redis = connect_redis(app.config["REDIS_URL"], limiter_timeout(site_config.settings))
+    app.config.setdefault("RATELIMIT_STORAGE_OPTIONS", {"connection_pool": limiter_redis.connection_pool})
     limiter.init_app(app)
     register_error_handlers(app)
 

@@ -1,10 +1,16 @@
 """Extensions made once here and bound to an app by ``create_app``.
 
 The rate limiter keys on ``request.remote_addr``, which ``ProxyFix`` has
-already resolved through the trusted proxy hops. Its counters live in the
-same Redis as the events; when that Redis is down the limiter falls back to
+already resolved through the trusted proxy hops; an IPv6 client is keyed by
+its /64, since one household or phone holds a whole /64 and could otherwise
+take a new address per request. Its counters live in the same Redis as the
+events, over a connection pool of its own with a quarter of /collect's Redis
+budget as timeout (:func:`limiter_timeout`); when that Redis is down or
+stalled the limiter falls back to
 per-process memory instead of failing the request, so a Redis outage shows
-as the collector's own 503 ("retry later"), never as a limiter 500.
+as the collector's own 503 ("retry later"), never as a limiter 500. Every
+endpoint but ``/collect`` is filtered out before the limiter looks at its
+storage, so ``/healthz`` never waits on Redis.
 
 The limiter writes no ``X-RateLimit-*`` headers: the snippet does not read
 them, and they cost two more Redis round trips on every request (and put a
@@ -12,27 +18,28 @@ them, and they cost two more Redis round trips on every request (and put a
 from :func:`seconds_until_allowed`.
 
 The limit (``rate_limit`` in the config) applies to ``POST /collect`` only.
-It is given as the app's default limit, with every other endpoint exempt,
-rather than with ``@limiter.limit`` on the view: flask-limiter evaluates a
-decorated view's limits twice per request (in its ``before_request`` hook and
-in the decorator), which cost 0.15 ms of a /collect request.
+It is given as the app's default limit, with every other endpoint filtered
+out, rather than with ``@limiter.limit`` on the view: flask-limiter evaluates
+a decorated view's limits twice per request (in its ``before_request`` hook
+and in the decorator), which cost 0.15 ms of a /collect request.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import time
 from dataclasses import dataclass
 
 from flask import current_app, request
 from flask_limiter import Limiter
-from flask_limiter.util import get_remote_address
+from redis import ConnectionError as RedisConnectionError
 from redis import Redis, RedisError
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from collector import defaults
-from collector.config import CollectorConfig
+from collector.config import CollectorConfig, CollectorSettings
 from collector.queue import Outbox
 
 
@@ -44,14 +51,28 @@ def _not_collect() -> bool:
     return request.endpoint != "collect.collect"
 
 
+def client_address_key() -> str:
+    """The client's address as the rate limit counts it: IPv4 as is, IPv6 by its /64."""
+    address = request.remote_addr or "unknown"
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(parsed, ipaddress.IPv6Address):
+        if parsed.ipv4_mapped is not None:
+            return str(parsed.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{parsed}/{defaults.IPV6_RATE_LIMIT_PREFIX}", strict=False))
+    return str(parsed)
+
+
 limiter = Limiter(
-    get_remote_address,
+    client_address_key,
     default_limits=[_collect_limit],
-    default_limits_exempt_when=_not_collect,
     in_memory_fallback_enabled=True,
     swallow_errors=True,
     strategy="fixed-window",
 )
+limiter.request_filter(_not_collect)
 
 
 @dataclass(frozen=True)
@@ -61,15 +82,36 @@ class CollectorState:
     config: CollectorConfig
     redis: Redis
     outbox: Outbox
+    allowed_origins: frozenset[str]
+
+
+def queue_timeout(settings: CollectorSettings) -> float:
+    """Half of /collect's Redis budget for the enqueue (or a readiness ping)."""
+    return settings.redis_timeout_seconds / 2
+
+
+def limiter_timeout(settings: CollectorSettings) -> float:
+    """A quarter each for the limiter's count and, after a failure, its storage check.
+
+    On a stalled Redis flask-limiter first times out on its counter, then
+    pings its storage before falling back to memory: two waits before ours.
+    Their sum with the enqueue's stays within ``redis_timeout_seconds``.
+    """
+    return settings.redis_timeout_seconds / 4
 
 
 def connect_redis(url: str, timeout: float = defaults.DEFAULT_REDIS_TIMEOUT_SECONDS) -> Redis:
-    """A client whose every call gives up within about ``2 * timeout`` when Redis is unreachable."""
+    """A client whose every call gives up within ``timeout`` when Redis is stalled.
+
+    A refused or dropped connection is tried once more at once (a restarted
+    Redis leaves the pool's connections stale); a timeout is not, so a
+    stalled Redis costs one ``timeout`` per call.
+    """
     return Redis.from_url(
         url,
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
-        retry=Retry(NoBackoff(), 1),
+        retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
         health_check_interval=30,
     )
 
