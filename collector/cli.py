@@ -57,7 +57,19 @@ def config_warnings(config: CollectorConfig) -> list[str]:
     warnings = []
     for site in config.sites.values():
         if not site.origins:
-            warnings.append(f"sites.{site.name}.origins: empty, so pages of any origin may send events for this site")
+            warnings.append(
+                f"sites.{site.name}.origins: empty, so pages of any origin may send events for this site "
+                "(though none can read the answers or send the visitor cookie)"
+            )
+        if (
+            site.commerce is not None
+            and defaults.ALL_EVENTS in site.commerce.events
+            and site.limits.web_events_per_request < defaults.SNIPPET_BATCH_EVENTS
+        ):
+            warnings.append(
+                f"sites.{site.name}.limits.web_events_per_request: {site.limits.web_events_per_request} is below the "
+                f"{defaults.SNIPPET_BATCH_EVENTS} events the snippet may send in one request while Commerce takes every event"
+            )
         if site.depict is None and site.commerce is None:
             warnings.append(f"sites.{site.name}: no destination; its events are accepted and dropped")
         for name, destination in (("depict", site.depict), ("commerce", site.commerce)):

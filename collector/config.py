@@ -19,6 +19,7 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 
 from collector import defaults
+from collector.account_fields import ACCOUNT_FIELD_PATHS
 
 SITE_NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 _ENV_REFERENCE = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -47,6 +48,16 @@ class CommerceDestination:
     api_key: str = field(repr=False)
     auth_scheme: str = defaults.DEFAULT_COMMERCE_AUTH_SCHEME
     events: tuple[str, ...] = defaults.DEFAULT_ROUTES["commerce"]
+    account_fields: frozenset[str] = defaults.DEFAULT_ACCOUNT_FIELDS
+
+
+@dataclass(frozen=True)
+class SiteLimits:
+    """What one site's browsers may make the collector spend, on top of the per-address request limit."""
+
+    web_events_per_request: int = defaults.DEFAULT_WEB_EVENTS_PER_REQUEST
+    events_per_minute: int = defaults.DEFAULT_SITE_EVENTS_PER_MINUTE
+    visitor_events_per_minute: int = defaults.DEFAULT_VISITOR_EVENTS_PER_MINUTE
 
 
 @dataclass(frozen=True)
@@ -55,6 +66,7 @@ class Site:
     origins: tuple[str, ...] = ()
     require_consent: bool = False
     honor_gpc: bool = True
+    limits: SiteLimits = field(default_factory=SiteLimits)
     depict: DepictDestination | None = None
     commerce: CommerceDestination | None = None
 
@@ -81,6 +93,7 @@ class DeliveryPolicy:
 class CollectorSettings:
     trusted_proxy_hops: int = 0
     rate_limit: str = defaults.DEFAULT_RATE_LIMIT
+    redis_timeout_seconds: float = defaults.DEFAULT_REDIS_TIMEOUT_SECONDS
     dedupe_window_seconds: int = defaults.DEFAULT_DEDUPE_WINDOW_SECONDS
     max_events_per_batch: int = defaults.MAX_EVENTS_PER_BATCH
     cookie: CookiePolicy = field(default_factory=CookiePolicy)
@@ -104,9 +117,17 @@ def _event_routes() -> fields.List:
 _http_url = validate.URL(schemes={"http", "https"}, require_tld=False)
 
 
+def _api_key() -> fields.String:
+    """Sent in an HTTP header, so printable ASCII only: anything else could never be sent."""
+    return fields.String(
+        required=True,
+        validate=validate.Regexp(r"^[\x21-\x7e]+$", error="must be printable ASCII without spaces (it is sent in an HTTP header)"),
+    )
+
+
 class DepictSchema(Schema):
     url = fields.String(required=True, validate=_http_url)
-    api_key = fields.String(required=True, validate=validate.Length(min=1))
+    api_key = _api_key()
     tenant = fields.String(required=True, validate=validate.Length(min=1))
     market = fields.String(required=True, validate=validate.Length(min=1))
     events = _event_routes()
@@ -130,21 +151,39 @@ class DepictSchema(Schema):
 
 class CommerceSchema(Schema):
     url = fields.String(required=True, validate=_http_url)
-    api_key = fields.String(required=True, validate=validate.Length(min=1))
+    api_key = _api_key()
     auth_scheme = fields.String(validate=validate.Regexp(r"^[A-Za-z][A-Za-z0-9 _-]*$"))
     events = _event_routes()
+    account_fields = fields.List(
+        fields.String(
+            validate=validate.OneOf(ACCOUNT_FIELD_PATHS, error="not a field of Commerce's Account: {input}"),
+        ),
+    )
 
     @post_load
     def _make(self, data: dict[str, Any], **_: Any) -> CommerceDestination:
         if "events" in data:
             data["events"] = tuple(data["events"])
+        if "account_fields" in data:
+            data["account_fields"] = frozenset(data["account_fields"])
         return CommerceDestination(**data)
+
+
+class LimitsSchema(Schema):
+    web_events_per_request = fields.Integer(strict=True, validate=validate.Range(min=0, max=defaults.MAX_EVENTS_PER_BATCH))
+    events_per_minute = fields.Integer(strict=True, validate=validate.Range(min=1))
+    visitor_events_per_minute = fields.Integer(strict=True, validate=validate.Range(min=1))
+
+    @post_load
+    def _make(self, data: dict[str, Any], **_: Any) -> SiteLimits:
+        return SiteLimits(**data)
 
 
 class SiteSchema(Schema):
     origins = fields.List(fields.String(validate=validate.Regexp(r"^https?://[^/]+$", error="must be scheme://host[:port] with no path")))
     require_consent = fields.Boolean()
     honor_gpc = fields.Boolean()
+    limits = fields.Nested(LimitsSchema)
     depict = fields.Nested(DepictSchema)
     commerce = fields.Nested(CommerceSchema)
 
@@ -176,6 +215,7 @@ class DeliverySchema(Schema):
 class SettingsSchema(Schema):
     trusted_proxy_hops = fields.Integer(strict=True, validate=validate.Range(min=0, max=10))
     rate_limit = fields.String(validate=validate.Length(min=1))
+    redis_timeout_seconds = fields.Float(validate=validate.Range(min=0.05, max=30))
     dedupe_window_seconds = fields.Integer(strict=True, validate=validate.Range(min=60))
     max_events_per_batch = fields.Integer(strict=True, validate=validate.Range(min=1, max=defaults.MAX_EVENTS_PER_BATCH))
     cookie = fields.Nested(CookieSchema)

@@ -45,11 +45,21 @@ DEFAULT_ROUTES: dict[str, tuple[str, ...]] = {
 # Limits of what /collect accepts.
 MAX_BODY_BYTES = 64 * 1024  # the browsers' keepalive/beacon budget
 MAX_EVENTS_PER_BATCH = 50
+SNIPPET_BATCH_EVENTS = 10  # the snippet sends at most this many events per request
 MAX_STRING_LENGTH = 2048  # URLs and referrers
 MAX_SHORT_STRING_LENGTH = 256  # ids, names, prices
 MAX_EVENT_NAME_LENGTH = 100
 MAX_VARIANT_IDS = 100
 EVENT_ID_PATTERN = r"^[A-Za-z0-9_-]{8,64}$"
+MAX_SAFE_INTEGER = 2**53 - 1  # the largest integer a browser's JSON carries exactly
+
+# What a site's browsers may spend (per site, [sites.NAME.limits]).
+DEFAULT_WEB_EVENTS_PER_REQUEST = SNIPPET_BATCH_EVENTS  # each Web Event is one Commerce API call
+DEFAULT_SITE_EVENTS_PER_MINUTE = 60_000
+DEFAULT_VISITOR_EVENTS_PER_MINUTE = 600
+
+# What of a Commerce Account a browser may send (dotted paths; an id in place of an object is its ".id").
+DEFAULT_ACCOUNT_FIELDS: frozenset[str] = frozenset({"id", "anonymousIds", "consumer.id", "lead.id"})
 
 # Identity.
 COMMERCE_ID_PREFIX = "wev_"
@@ -70,8 +80,10 @@ DEFAULT_SEND_CONCURRENCY = 16
 DEFAULT_COMMERCE_AUTH_SCHEME = "Bearer"
 
 # The collector's own protection.
-DEFAULT_RATE_LIMIT = "1200 per minute"
-DEFAULT_REDIS_TIMEOUT_SECONDS = 2.0
+DEFAULT_RATE_LIMIT = "1200 per minute"  # requests per client address (IPv6: per /64)
+IPV6_RATE_LIMIT_PREFIX = 64  # one household or phone holds a whole /64
+DEFAULT_REDIS_TIMEOUT_SECONDS = 2.0  # the longest /collect waits on a stalled Redis before its 503
 RETRY_AFTER_WHEN_UNAVAILABLE_SECONDS = 5
+RETRY_AFTER_OVER_REQUEST_BUDGET_SECONDS = 60  # the same request will not fit later either: slow the sender down
 
 DEFAULT_PORT = 8000

@@ -15,6 +15,10 @@ deliveries to :meth:`Outbox.try_enqueue`, which runs one Lua script that
 2. appends one entry to each outbox list (one per site and destination),
    and wakes a dispatcher.
 
+Before anything, it checks the site's budgets (events per minute per site
+and per visitor, :class:`Budget`); a batch that would pass one is refused
+whole, and a batch that is queued is charged to each.
+
 A script runs atomically, so an acknowledged event is both marked and
 queued, or neither. The worker's dispatcher moves outbox entries into RQ
 jobs (see ``worker/dispatch.py``).
@@ -23,6 +27,7 @@ jobs (see ``worker/dispatch.py``).
 from __future__ import annotations
 
 import json
+import math
 import time
 import zlib
 from collections import defaultdict
@@ -86,11 +91,20 @@ def decode_entry(raw: bytes) -> list[dict[str, Any]]:
 
 
 _ENQUEUE_SCRIPT = """
+local window = ARGV[1]
 local seen_count = tonumber(ARGV[2])
 local outbox_count = tonumber(ARGV[3])
+local budget_count = tonumber(ARGV[4])
+local budgets = seen_count + outbox_count + 2
+for j = 1, budget_count do
+  local used = tonumber(redis.call('GET', KEYS[budgets + j]) or '0')
+  if used + seen_count > tonumber(ARGV[3 + 2 * j]) then
+    return {-j}
+  end
+end
 local marked, duplicates = {}, {}
 for i = 1, seen_count do
-  if redis.call('SET', KEYS[i], '1', 'NX', 'EX', ARGV[1]) then
+  if redis.call('SET', KEYS[i], '1', 'NX', 'EX', window) then
     marked[#marked + 1] = KEYS[i]
   else
     duplicates[#duplicates + 1] = i - 1
@@ -102,7 +116,12 @@ if #duplicates > 0 then
   end
   return duplicates
 end
-for i = 4, #ARGV, 2 do
+for j = 1, budget_count do
+  if redis.call('INCRBY', KEYS[budgets + j], seen_count) == seen_count then
+    redis.call('EXPIRE', KEYS[budgets + j], ARGV[4 + 2 * j])
+  end
+end
+for i = 5 + 2 * budget_count, #ARGV, 2 do
   redis.call('RPUSH', KEYS[seen_count + tonumber(ARGV[i])], ARGV[i + 1])
 end
 local registry = KEYS[seen_count + outbox_count + 1]
@@ -116,6 +135,37 @@ return duplicates
 """
 
 
+@dataclass(frozen=True)
+class Budget:
+    """At most ``limit`` events until ``resets_at``, counted in the Redis key ``key`` (which outlives the window a little)."""
+
+    key: str
+    limit: int
+    resets_at: float
+
+    @property
+    def key_seconds(self) -> int:
+        return int(self.resets_at - time.time()) + 60
+
+
+class OverBudget(Exception):
+    """A batch would take a budget past its limit; nothing was written."""
+
+    def __init__(self, budget: Budget):
+        super().__init__(f"over the budget {budget.key}")
+        self.budget = budget
+
+    @property
+    def retry_after_seconds(self) -> int:
+        return max(1, math.ceil(self.budget.resets_at - time.time()))
+
+
+def minute_budget(name: str, limit: int, now: float | None = None) -> Budget:
+    """A budget of ``limit`` events in the current clock minute, named ``name``."""
+    minute = int((time.time() if now is None else now) // 60)
+    return Budget(f"{KEY_PREFIX}budget:{name}:{minute}", limit, (minute + 1) * 60.0)
+
+
 class Outbox:
     """The write side of the outboxes, bound to one Redis connection."""
 
@@ -124,19 +174,30 @@ class Outbox:
         self._window = dedupe_window_seconds
         self._script = redis.register_script(_ENQUEUE_SCRIPT)
 
-    def try_enqueue(self, site: str, event_ids: Sequence[str], deliveries: Sequence[Delivery]) -> list[str]:
-        """Queue all or nothing. Returns the event ids already seen (then nothing was written)."""
+    def try_enqueue(
+        self, site: str, event_ids: Sequence[str], deliveries: Sequence[Delivery], budgets: Sequence[Budget] = ()
+    ) -> list[str]:
+        """Queue all or nothing. Returns the event ids already seen (then nothing was written).
+
+        Every budget is charged the batch's events, or, if one would pass its
+        limit, :class:`OverBudget` is raised and nothing is written.
+        """
         queued_at = time.time()
         by_outbox: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for delivery in deliveries:
             by_outbox[outbox_key(delivery.site, delivery.destination)].append(delivery.as_dict(queued_at))
         outboxes = list(by_outbox)
-        args: list[Any] = [self._window, len(event_ids), len(outboxes)]
+        args: list[Any] = [self._window, len(event_ids), len(outboxes), len(budgets)]
+        for budget in budgets:
+            args += [budget.limit, budget.key_seconds]
         for number, outbox in enumerate(outboxes, start=1):
             args += [number, encode_entry(by_outbox[outbox])]
         keys = [seen_key(site, event_id) for event_id in event_ids] + outboxes + [OUTBOX_REGISTRY, WAKE_LIST]
-        duplicates = self._script(keys=keys, args=args)
-        return [event_ids[int(index)] for index in duplicates]
+        keys += [budget.key for budget in budgets]
+        answer = self._script(keys=keys, args=args)
+        if answer and int(answer[0]) < 0:
+            raise OverBudget(budgets[-int(answer[0]) - 1])
+        return [event_ids[int(index)] for index in answer]
 
 
 def wake_dispatchers(redis: Redis) -> None:

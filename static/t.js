@@ -8,14 +8,14 @@
  *   collector('page')                 collector('consent', false | true)
  *   collector('flush')
  *
- * It posts {"site": ..., "events": [...]} as a JSON string (so text/plain:
+ * It posts {"site": ..., "consent": true, "events": [...]} as a JSON string (so text/plain:
  * no CORS preflight) to <origin of this script>/collect, with credentials so
  * the collector's HttpOnly visitor cookie flows. Each event carries exactly
  * the fields of docs/architecture.md; PROPS go under `props` as given.
  *
  * Delivery: events wait in a queue until the collector has answered them.
- * The queue is sent 1 s after the first waiting event, in the next task once
- * 10 wait, on collector('flush'), and by sendBeacon when the page is hidden
+ * The queue is sent, 10 events a request at most, 1 s after the first waiting
+ * event, in the next task once 10 wait, on collector('flush'), and by sendBeacon when the page is hidden
  * or left (a beacon the browser took counts as sent). One fetch is in flight
  * at a time. Network errors, 408, 429 and 5xx are retried with exponential
  * backoff and jitter, after Retry-After (seconds) when given; any other
@@ -144,15 +144,16 @@
         go()
       }),
 
-      bd = b => JSON.stringify({ site, events: b }),
-      // batches of at most 50 events and 20,000 UTF-16 code units of JSON,
+      // consent: true once given (a site that requires it drops events without it)
+      bd = b => JSON.stringify({ site, consent: C, events: b }),
+      // batches of at most 10 events (the collector's Web Events budget per request) and 20,000 UTF-16 code units of JSON,
       // which is at most 60 KB of UTF-8 whatever the text
       cut = (a, r, b, n) => {
         r = [b = []];
         n = 0;
         a.forEach((e, l) => {
           l = JSON.stringify(e).length + 1;
-          if (b[0] && (n + l > 2e4 || b.length > 49)) r.push(b = []), n = 0;
+          if (b[0] && (n + l > 2e4 || b.length > 9)) r.push(b = []), n = 0;
           b.push(e);
           n += l
         });

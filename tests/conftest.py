@@ -36,6 +36,7 @@ DEPICT_KEY = "test-depict-key"
 COMMERCE_KEY = "test-commerce-key"
 SITE = "test_store"
 OTHER_SITE = "other_store"
+CONSENT_SITE = "consent_store"
 ORIGIN = "https://shop.example"
 
 
@@ -113,6 +114,11 @@ deliveries_per_job = 20
 [sites.{SITE}]
 origins = ["{ORIGIN}"]
 
+[sites.{SITE}.limits]
+web_events_per_request = 50
+events_per_minute = 10000000
+visitor_events_per_minute = 1000000
+
 [sites.{SITE}.depict]
 url = "{depict_url}"
 api_key = "${{TEST_DEPICT_KEY}}"
@@ -122,11 +128,20 @@ market = "se"
 [sites.{SITE}.commerce]
 url = "{commerce_url}"
 api_key = "${{TEST_COMMERCE_KEY}}"
+account_fields = ["id", "anonymousIds", "consumer", "lead"]
 
 [sites.{OTHER_SITE}.commerce]
 url = "{commerce_url}"
 api_key = "wrong-key"
 events = ["User Login"]
+
+[sites.{CONSENT_SITE}]
+origins = ["{ORIGIN}"]
+require_consent = true
+
+[sites.{CONSENT_SITE}.commerce]
+url = "{commerce_url}"
+api_key = "${{TEST_COMMERCE_KEY}}"
 """
 
 

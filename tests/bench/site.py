@@ -37,6 +37,10 @@ rate_limit = "{RATE_LIMIT}"
 [sites.{SITE}]
 origins = [{origin_list}]
 
+[sites.{SITE}.limits]  # the bench measures capacity, from one simulated visitor: no budget may bind
+events_per_minute = 1000000000
+visitor_events_per_minute = 1000000000
+
 [sites.{SITE}.depict]
 url = "{depict_url}"
 api_key = "{DEPICT_KEY}"

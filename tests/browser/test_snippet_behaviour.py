@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from collector.defaults import SNIPPET_BATCH_EVENTS
 from tests.browser.conftest import SITE
 
 EVENT_FIELDS = {
@@ -148,7 +149,7 @@ def test_ten_events_are_sent_at_once_not_after_the_timer(tab, recorder, page_fac
     events = recorder.wait_for_events(25, "ws_click")
     assert [e["props"]["product_id"] for e in events] == [f"P{i}" for i in range(25)]
     assert len(recorder.posts()[1].events) == 10
-    assert all(len(p.events) <= 50 for p in recorder.posts())
+    assert all(len(p.events) <= SNIPPET_BATCH_EVENTS for p in recorder.posts())
     assert len(recorder.events()) == len(recorder.unique_events())
 
 
@@ -466,6 +467,7 @@ def test_require_consent_holds_everything_until_consent_true(tab, recorder, page
     tab.call("consent", True)
     events = recorder.wait_for_events(2)
     assert {e["type"] for e in events} == {"page_view", "add_to_cart"}
+    assert all(post.json["consent"] is True for post in recorder.posts()), "the collector drops unmarked batches"
 
 
 def test_global_privacy_control_is_honoured_when_the_site_asks(tab, recorder, page_factory):

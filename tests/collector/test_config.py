@@ -48,6 +48,23 @@ def test_api_keys_never_appear_in_the_config_repr(tmp_path):
     assert "secret-dk" not in repr(config) and "secret-ck" not in repr(config)
 
 
+def test_privacy_and_spending_defaults(tmp_path):
+    """Without settings a site takes identifiers only in an Account and 10 Web Events a request."""
+    site = load_config(write(tmp_path, GOOD), {"DEPICT_API_KEY": "dk", "COMMERCE_API_KEY": "ck"}).sites["my_store"]
+    assert site.commerce.account_fields == {"id", "anonymousIds", "consumer.id", "lead.id"}
+    assert site.limits.web_events_per_request == 10
+    assert site.limits.events_per_minute == 60_000 and site.limits.visitor_events_per_minute == 600
+
+
+def test_check_config_warns_when_the_web_event_budget_is_below_a_snippet_batch(tmp_path):
+    """A budget the snippet's own batches would break is legal but named."""
+    from collector.cli import config_warnings
+
+    text = GOOD + "\n[sites.my_store.limits]\nweb_events_per_request = 3\n"
+    config = load_config(write(tmp_path, text), {"DEPICT_API_KEY": "dk", "COMMERCE_API_KEY": "ck"})
+    assert any("web_events_per_request: 3 is below the 10 events" in warning for warning in config_warnings(config))
+
+
 def test_a_site_may_have_no_destination(tmp_path):
     """A site with neither destination is legal (events are accepted and dropped)."""
     config = load_config(write(tmp_path, "[sites.bare]\n"), {})
@@ -81,6 +98,16 @@ events = ["page_view", "User Login"]
 [sites.my_store.commerce]
 url = "https://commerce.driv.ly/api/webevents"
 api_kye = "typo"
+account_fields = ["id", "consumer.shoe_size"]
+
+[sites.my_store.limits]
+web_events_per_request = 51
+visitor_events_per_minute = 0
+
+[sites.other]
+[sites.other.commerce]
+url = "https://commerce.driv.ly/api/webevents"
+api_key = "clé secrète"
 
 [sites."bad name"]
 """
@@ -96,6 +123,10 @@ EXPECTED_PROBLEMS = [
     "sites.my_store.depict.events: not Depict event types: User Login",
     "sites.my_store.commerce.api_kye: Unknown field.",
     "sites.my_store.commerce.api_key: Missing data for required field.",
+    "sites.my_store.commerce.account_fields[1]: not a field of Commerce's Account: consumer.shoe_size",
+    "sites.my_store.limits.web_events_per_request: Must be greater than or equal to 0 and less than or equal to 50",
+    "sites.my_store.limits.visitor_events_per_minute: Must be greater than or equal to 1",
+    "sites.other.commerce.api_key: must be printable ASCII without spaces",
     "sites.bad name: site names are",
 ]
 
