@@ -163,23 +163,29 @@ def _set_visitor_cookie(response: Response, context: RequestContext) -> None:
     )
 
 
-def allow_site_origin(response: Response) -> Response:
-    """Let the configured sites' pages read our answers, Retry-After included, and send the visitor cookie along.
+def grant_cors(response: Response, origin: str) -> Response:
+    """Let pages of ``origin`` read our answers, Retry-After included, and send the visitor cookie along.
 
     The collector usually sits on another origin than the page
     (``collect.my-store.example``), where a browser hides every response
     header not exposed here: without it the snippet could not honour
-    ``Retry-After`` on a 429 or 503. An origin that no site lists gets no
-    grant at all, its preflight included.
+    ``Retry-After`` on a 429 or 503.
     """
+    response.headers["Access-Control-Allow-Origin"] = origin
+    response.headers["Access-Control-Allow-Credentials"] = "true"
+    response.headers["Access-Control-Allow-Headers"] = "Content-Type"
+    response.headers["Access-Control-Allow-Methods"] = "POST, OPTIONS"
+    response.headers["Access-Control-Expose-Headers"] = "Retry-After"
+    response.headers["Access-Control-Max-Age"] = "86400"
+    response.vary.add("Origin")
+    return response
+
+
+def allow_site_origin(response: Response) -> Response:
+    """CORS for the pages of an origin that some site lists; an origin no site lists gets no grant, its preflight included."""
     origin = request.headers.get("Origin")
     if origin and origin in collector_state().allowed_origins:
-        response.headers["Access-Control-Allow-Origin"] = origin
-        response.headers["Access-Control-Allow-Credentials"] = "true"
-        response.headers["Access-Control-Allow-Headers"] = "Content-Type"
-        response.headers["Access-Control-Allow-Methods"] = "POST, OPTIONS"
-        response.headers["Access-Control-Expose-Headers"] = "Retry-After"
-        response.headers["Access-Control-Max-Age"] = "86400"
+        return grant_cors(response, origin)
     if origin:
         response.vary.add("Origin")
     return response

@@ -30,7 +30,7 @@ from flask import Flask, Response, request
 from werkzeug.serving import make_server
 
 from collector import snippet
-from collector.collect import allow_site_origin
+from collector.collect import grant_cors
 from tests.conftest import running_collector_dev
 from tests.chromium import CHROMIUM, STUB, chromium_available, launched_chromium
 
@@ -162,6 +162,12 @@ class Recorder:
     def _next_answer(self) -> tuple[int, dict[str, str]]:
         with self._lock:
             return self._answers.pop(0) if self._answers else (202, {})
+
+
+def allow_site_origin(response: Response) -> Response:
+    """The collector's own CORS answer, for whatever origin the test page has."""
+    origin = request.headers.get("Origin")
+    return grant_cors(response, origin) if origin else response
 
 
 def recording_app(recorder: Recorder) -> Flask:
