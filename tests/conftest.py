@@ -98,7 +98,16 @@ def commerce(commerce_server: CommerceStandIn) -> CommerceStandIn:
     return commerce_server
 
 
-def config_toml(depict_url: str, commerce_url: str) -> str:
+def config_toml(
+    depict_url: str,
+    commerce_url: str,
+    web_events_per_request: int = 50,
+    retry_for_seconds: int = 60,
+    account_fields: tuple[str, ...] = ("id", "anonymousIds", "consumer", "lead"),
+) -> str:
+    """Three sites on the stand-ins: test_store (both vendors, generous budgets, whole Accounts allowed),
+    other_store (a wrong Commerce key, default budgets and account fields), consent_store (requires consent)."""
+    allowed = ", ".join(f'"{name}"' for name in account_fields)
     return f"""
 [collector]
 rate_limit = "100000 per minute"
@@ -108,14 +117,14 @@ timeout_seconds = 2
 connect_timeout_seconds = 1
 retry_base_seconds = 0.5
 retry_max_interval_seconds = 2
-retry_for_seconds = 60
+retry_for_seconds = {retry_for_seconds}
 deliveries_per_job = 20
 
 [sites.{SITE}]
 origins = ["{ORIGIN}"]
 
 [sites.{SITE}.limits]
-web_events_per_request = 50
+web_events_per_request = {web_events_per_request}
 events_per_minute = 10000000
 visitor_events_per_minute = 1000000
 
@@ -128,7 +137,7 @@ market = "se"
 [sites.{SITE}.commerce]
 url = "{commerce_url}"
 api_key = "${{TEST_COMMERCE_KEY}}"
-account_fields = ["id", "anonymousIds", "consumer", "lead"]
+account_fields = [{allowed}]
 
 [sites.{OTHER_SITE}.commerce]
 url = "{commerce_url}"

@@ -31,58 +31,22 @@ import httpx
 import psutil
 from redis import Redis
 
+from collector.defaults import DEFAULT_ACCOUNT_FIELDS
 from collector.redis_server import EmbeddedRedis, free_port
-from tests.conftest import COMMERCE_KEY, DEPICT_KEY, ORIGIN, REPO, SITE
+from tests.conftest import COMMERCE_KEY, CONSENT_SITE, DEPICT_KEY, ORIGIN, REPO, SITE
+from tests.conftest import config_toml as shared_config_toml
 from tests.vendors import CommerceStandIn, DepictStandIn
 from worker.dead_letters import DeadLetter, DeadLetters
-
-CONSENT_SITE = "consent_store"
-CONSENT_ORIGIN = "https://consent.example"
 
 READY_SECONDS = 45
 STOP_SECONDS = 15
 
 
 def config_toml(depict_url: str, commerce_url: str) -> str:
-    """The stack's configuration: test_store with both destinations and limits, consent_store that needs consent."""
-    return f"""
-[collector]
-rate_limit = "100000 per minute"
-
-[collector.delivery]
-timeout_seconds = 2
-connect_timeout_seconds = 1
-retry_base_seconds = 0.5
-retry_max_interval_seconds = 2
-retry_for_seconds = 20
-deliveries_per_job = 20
-
-[sites.{SITE}]
-origins = ["{ORIGIN}"]
-
-[sites.{SITE}.limits]
-web_events_per_request = 10
-events_per_minute = 100000
-visitor_events_per_minute = 600
-
-[sites.{SITE}.depict]
-url = "{depict_url}"
-api_key = "${{TEST_DEPICT_KEY}}"
-tenant = "test_tenant"
-market = "se"
-
-[sites.{SITE}.commerce]
-url = "{commerce_url}"
-api_key = "${{TEST_COMMERCE_KEY}}"
-
-[sites.{CONSENT_SITE}]
-origins = ["{CONSENT_ORIGIN}"]
-require_consent = true
-
-[sites.{CONSENT_SITE}.commerce]
-url = "{commerce_url}"
-api_key = "${{TEST_COMMERCE_KEY}}"
-"""
+    """The tests' sites with the default Web Event budget and account fields, and a 20 s retry window."""
+    return shared_config_toml(
+        depict_url, commerce_url, web_events_per_request=10, retry_for_seconds=20, account_fields=tuple(DEFAULT_ACCOUNT_FIELDS)
+    )
 
 
 @dataclass

@@ -31,7 +31,7 @@ from collector.map.commerce import web_event_id
 from collector.queue import decode_entry
 from tests.conftest import COMMERCE_KEY, DEPICT_KEY
 from tests.factories import make_event
-from tests.stack import CONSENT_ORIGIN, CONSENT_SITE, ORIGIN, SITE, Answer, ServeStack, http_exchange
+from tests.stack import CONSENT_SITE, ORIGIN, SITE, Answer, ServeStack, http_exchange
 from tests.vendors import ReceivedRequest
 
 CANARY_SECONDS = 5.0
@@ -312,11 +312,11 @@ ROWS = [
     Row("sec-gpc", 202, ("refused",), events=lambda: [make_event("page_view")], headers=(("Sec-GPC", "1"),), check=dropped_for_privacy),
     Row(
         "consent-site-without-consent", 202, ("refused",),
-        events=lambda: [make_event("page_view")], site=CONSENT_SITE, origin=CONSENT_ORIGIN, check=dropped_for_privacy,
+        events=lambda: [make_event("page_view")], site=CONSENT_SITE, origin=ORIGIN, check=dropped_for_privacy,
     ),
     Row(
         "consent-site-with-consent", 202, ("commerce",),
-        events=lambda: [make_event("page_view")], site=CONSENT_SITE, origin=CONSENT_ORIGIN, envelope={"consent": True},
+        events=lambda: [make_event("page_view")], site=CONSENT_SITE, origin=ORIGIN, envelope={"consent": True},
     ),
     Row("foreign-origin", 403, ("refused",), events=lambda: [make_event("page_view")], origin="https://evil.example", check=no_allow_origin),
     Row("origin-null", 403, ("refused",), events=lambda: [make_event("page_view")], origin="null", check=no_allow_origin),
