@@ -18,7 +18,7 @@ import logging
 import time
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, g, jsonify, request
 from marshmallow import ValidationError
 from redis import RedisError
 
@@ -30,6 +30,7 @@ from collector.errors import BadRequest, BudgetExceeded, EventsRejected, OriginN
 from collector.event_check import check_events
 from collector.extensions import collector_state
 from collector.inbound import load_envelope
+from collector.live_tail import record_refusal, tail_entry
 from collector.queue import Budget, OverBudget, minute_budget
 from collector.request_body import may_hold_lone_surrogates, parse_json, read_body
 from collector.routing import build_deliveries, routes_to_commerce
@@ -84,7 +85,8 @@ def _enqueue(site: Site, events: list[dict[str, Any]], context: RequestContext) 
         if not deliveries:
             return len(events)
         try:
-            already_seen = set(outbox.try_enqueue(site.name, [event["id"] for event in events], deliveries, budgets))
+            event_ids = [event["id"] for event in events]
+            already_seen = set(outbox.try_enqueue(site.name, event_ids, deliveries, budgets, tail_entry(site.name, events)))
         except OverBudget as over:
             metrics.EVENTS.labels(site.name, "over_budget").inc(len(events))
             which = "per visitor" if ":visitor:" in over.budget.key else "for the whole site"
@@ -198,7 +200,20 @@ bp.after_request(allow_site_origin)
 def _count_answer(response: Response) -> Response:
     if request.endpoint == "collect.collect":
         metrics.REQUESTS.labels(str(response.status_code)).inc()
+        if 400 <= response.status_code < 500 or (response.status_code == 202 and g.get("rejected")):
+            _keep_refusal(response)
     return response
+
+
+def _keep_refusal(response: Response) -> None:
+    """A refused request, or the events a 202 refused, for the console's bad rows (reasons only, no body)."""
+    answer = response.get_json(silent=True) or {}
+    if response.status_code == 202:
+        message, details = f"{len(g.rejected)} of the batch's events refused", {"rejected": g.rejected}
+    else:
+        error = answer.get("error") or {}
+        message, details = str(error.get("message", "")), error.get("details")
+    record_refusal(collector_state().redis, response.status_code, message, g.get("site_name"), details)
 
 
 @bp.route("/collect", methods=["OPTIONS"])
@@ -216,8 +231,10 @@ def collect() -> tuple[Response, int]:
     except ValidationError as error:
         raise BadRequest("the request is not a batch of events", details=error.messages) from None
     site = _site_named(envelope["site"])
+    g.site_name = site.name
     _check_origin(site)
     events, rejected = _checked_events(site, envelope["events"], raw_body)
+    g.rejected = rejected
     if not events:
         metrics.EVENTS.labels(site.name, "rejected").inc(len(rejected))
         raise EventsRejected(details={"rejected": rejected})

@@ -1,14 +1,18 @@
-"""Prometheus metrics of the collector, served at ``GET /metrics``.
+"""Prometheus metrics of the whole pipeline, served by the collector at ``GET /metrics``.
 
-Counters are module-level (prometheus_client's registry is per process).
-Under gunicorn, set ``PROMETHEUS_MULTIPROC_DIR`` (``collector serve`` does)
-so every worker process's counts are added up. Queue depths are read from
-Redis at scrape time, so the worker processes need no metrics port.
+What ``/collect`` did is counted here, in module-level counters
+(prometheus_client's registry is per process; under gunicorn
+``PROMETHEUS_MULTIPROC_DIR``, which ``collector serve`` sets, adds up every
+worker process's counts). What the workers did is counted in Redis
+(``collector/delivery_stats.py``) and read at scrape time with the
+backlog, the lag and the dead letters, so one scrape target shows it all
+and the worker processes need no metrics port.
 """
 
 from __future__ import annotations
 
 import os
+import time
 
 from flask import Blueprint, Response
 from prometheus_client import (
@@ -19,9 +23,10 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
-from prometheus_client.core import GaugeMetricFamily
-from redis import RedisError
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from redis import Redis, RedisError
 
+from collector import delivery_stats
 from collector.extensions import collector_state
 from collector.queue import pending_entries
 
@@ -36,20 +41,54 @@ LATENCY = Histogram(
 bp = Blueprint("metrics", __name__)
 
 
-class OutboxDepth:
-    """Reads the outbox lengths from Redis when Prometheus scrapes."""
+class PipelineState:
+    """Reads the workers' counts, the backlog, the lag and the dead letters from Redis when Prometheus scrapes."""
 
     def collect(self):  # noqa: ANN201 - prometheus_client's collector protocol
-        gauge = GaugeMetricFamily(
-            "collector_outbox_entries", "Outbox entries (one per /collect request) waiting for a worker", labels=["outbox"]
-        )
         try:
-            depths = pending_entries(collector_state().redis)
-        except RedisError:  # a scrape must still answer while Redis is down
-            depths = {}
-        for key, depth in depths.items():
-            gauge.add_metric([key], depth)
-        yield gauge
+            yield from _pipeline_families(collector_state().redis)
+        except RedisError:  # a scrape must still answer while Redis is down; collector_up says so
+            yield GaugeMetricFamily("collector_redis_up", "Whether Redis answered this scrape", value=0)
+            return
+        yield GaugeMetricFamily("collector_redis_up", "Whether Redis answered this scrape", value=1)
+
+
+def _pipeline_families(redis: Redis):  # noqa: ANN202 - a generator of metric families
+    from worker.backlog import backlogs
+    from worker.dead_letters import DeadLetters
+
+    deliveries = CounterMetricFamily(
+        "collector_deliveries", "Deliveries by site, destination and outcome (delivered, retried, dead_lettered, returned)",
+        labels=["site", "destination", "outcome"],
+    )  # fmt: skip
+    for (site, destination, outcome), count in sorted(delivery_stats.delivery_counts(redis).items()):
+        deliveries.add_metric([site, destination, outcome], count)
+    answers = CounterMetricFamily(
+        "collector_vendor_answers", "Vendor answers by site, destination and status class (error: no answer)",
+        labels=["site", "destination", "class"],
+    )  # fmt: skip
+    for (site, destination, status_class), count in sorted(delivery_stats.answer_counts(redis).items()):
+        answers.add_metric([site, destination, status_class], count)
+    latency = HistogramMetricFamily("collector_vendor_answer_seconds", "Time a vendor took to answer", labels=["destination"])
+    for destination, histogram in sorted(delivery_stats.latency_histograms(redis).items()):
+        latency.add_metric([destination], histogram.buckets, histogram.sum)
+    outboxes = GaugeMetricFamily(
+        "collector_outbox_entries", "Outbox entries (one per /collect request) waiting for a worker", labels=["outbox"]
+    )
+    for key, depth in pending_entries(redis).items():
+        outboxes.add_metric([key], depth)
+    jobs = GaugeMetricFamily("collector_delivery_jobs", "Delivery jobs by destination and state", labels=["destination", "state"])
+    lag = GaugeMetricFamily("collector_lag_seconds", "Age of the oldest event not yet delivered (0: none waits)", labels=["destination"])
+    now = time.time()
+    for backlog in backlogs(redis):
+        jobs.add_metric([backlog.destination, "waiting"], backlog.jobs_waiting)
+        jobs.add_metric([backlog.destination, "running"], backlog.jobs_running)
+        jobs.add_metric([backlog.destination, "retrying"], backlog.jobs_retrying)
+        lag.add_metric([backlog.destination], backlog.lag_seconds(now))
+    dead = GaugeMetricFamily("collector_dead_letters", "Dead letters waiting for replay or purge", labels=["site", "destination"])
+    for (site, destination), count in sorted(DeadLetters(redis).count_by_site_and_destination().items()):
+        dead.add_metric([site, destination], count)
+    yield from (deliveries, answers, latency, outboxes, jobs, lag, dead)
 
 
 def _registry() -> CollectorRegistry:
@@ -66,9 +105,9 @@ def _registry() -> CollectorRegistry:
 @bp.get("/metrics")
 def metrics() -> Response:
     registry = _registry()
-    depth = OutboxDepth()
-    registry.register(depth)
+    pipeline = PipelineState()
+    registry.register(pipeline)
     try:
         return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
     finally:
-        registry.unregister(depth)
+        registry.unregister(pipeline)

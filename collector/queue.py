@@ -95,10 +95,11 @@ local window = ARGV[1]
 local seen_count = tonumber(ARGV[2])
 local outbox_count = tonumber(ARGV[3])
 local budget_count = tonumber(ARGV[4])
+local tail_kept = tonumber(ARGV[5])
 local budgets = seen_count + outbox_count + 2
 for j = 1, budget_count do
   local used = tonumber(redis.call('GET', KEYS[budgets + j]) or '0')
-  if used + seen_count > tonumber(ARGV[3 + 2 * j]) then
+  if used + seen_count > tonumber(ARGV[4 + 2 * j]) then
     return {-j}
   end
 end
@@ -118,10 +119,17 @@ if #duplicates > 0 then
 end
 for j = 1, budget_count do
   if redis.call('INCRBY', KEYS[budgets + j], seen_count) == seen_count then
-    redis.call('EXPIRE', KEYS[budgets + j], ARGV[4 + 2 * j])
+    redis.call('EXPIRE', KEYS[budgets + j], ARGV[5 + 2 * j])
   end
 end
-for i = 5 + 2 * budget_count, #ARGV, 2 do
+local last_entry = #ARGV
+if tail_kept > 0 then
+  last_entry = #ARGV - 1
+  local tail = KEYS[budgets + budget_count + 1]
+  redis.call('LPUSH', tail, ARGV[#ARGV])
+  redis.call('LTRIM', tail, 0, tail_kept - 1)
+end
+for i = 6 + 2 * budget_count, last_entry, 2 do
   redis.call('RPUSH', KEYS[seen_count + tonumber(ARGV[i])], ARGV[i + 1])
 end
 local registry = KEYS[seen_count + outbox_count + 1]
@@ -133,6 +141,15 @@ redis.call('LPUSH', wake, '1')
 redis.call('LTRIM', wake, 0, 0)
 return duplicates
 """
+
+
+@dataclass(frozen=True)
+class TailEntry:
+    """What the console's live tail shows of an accepted batch: pushed to ``key``, which keeps the last ``kept``."""
+
+    key: str
+    text: str
+    kept: int
 
 
 @dataclass(frozen=True)
@@ -175,25 +192,34 @@ class Outbox:
         self._script = redis.register_script(_ENQUEUE_SCRIPT)
 
     def try_enqueue(
-        self, site: str, event_ids: Sequence[str], deliveries: Sequence[Delivery], budgets: Sequence[Budget] = ()
+        self,
+        site: str,
+        event_ids: Sequence[str],
+        deliveries: Sequence[Delivery],
+        budgets: Sequence[Budget] = (),
+        tail: TailEntry | None = None,
     ) -> list[str]:
         """Queue all or nothing. Returns the event ids already seen (then nothing was written).
 
         Every budget is charged the batch's events, or, if one would pass its
-        limit, :class:`OverBudget` is raised and nothing is written.
+        limit, :class:`OverBudget` is raised and nothing is written. A queued
+        batch also adds ``tail`` to the console's live tail.
         """
         queued_at = time.time()
         by_outbox: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for delivery in deliveries:
             by_outbox[outbox_key(delivery.site, delivery.destination)].append(delivery.as_dict(queued_at))
         outboxes = list(by_outbox)
-        args: list[Any] = [self._window, len(event_ids), len(outboxes), len(budgets)]
+        args: list[Any] = [self._window, len(event_ids), len(outboxes), len(budgets), tail.kept if tail else 0]
         for budget in budgets:
             args += [budget.limit, budget.key_seconds]
         for number, outbox in enumerate(outboxes, start=1):
             args += [number, encode_entry(by_outbox[outbox])]
         keys = [seen_key(site, event_id) for event_id in event_ids] + outboxes + [OUTBOX_REGISTRY, WAKE_LIST]
         keys += [budget.key for budget in budgets]
+        if tail is not None:
+            keys.append(tail.key)
+            args.append(tail.text)
         answer = self._script(keys=keys, args=args)
         if answer and int(answer[0]) < 0:
             raise OverBudget(budgets[-int(answer[0]) - 1])

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -181,7 +181,10 @@ class ServeStack:
 
     tmp: Path
     serve_workers: int = 2
+    worker_processes: int = 1  # `collector worker` supervisors on the same Redis
     env: dict[str, str] = field(default_factory=dict)
+    # the config TOML, from the stand-ins' URLs (depict, commerce): by default the tests' shared sites
+    make_config: Callable[[str, str], str] = config_toml
 
     def __post_init__(self) -> None:
         self.tmp.mkdir(parents=True, exist_ok=True)
@@ -212,7 +215,7 @@ class ServeStack:
         self._stand_ins.append(self.depict)
         self.commerce = CommerceStandIn(COMMERCE_KEY).start()
         self._stand_ins.append(self.commerce)
-        self.config_path.write_text(config_toml(self.depict.url, self.commerce.url))
+        self.config_path.write_text(self.make_config(self.depict.url, self.commerce.url))
         metrics_dir = self.tmp / "metrics"
         metrics_dir.mkdir(exist_ok=True)
         self.env = {
@@ -229,6 +232,8 @@ class ServeStack:
         serve_command = ["serve", "--config", str(self.config_path), "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(self.serve_workers)]
         self.serve = self._launch(serve_command, self.serve_log)
         self.worker = self._launch(["worker", "--config", str(self.config_path)], self.worker_log)
+        for number in range(2, self.worker_processes + 1):
+            self._launch(["worker", "--config", str(self.config_path)], self.tmp / f"worker-{number}.log")
         self._wait_until_ready()
 
     def _launch(self, arguments: list[str], log: Path) -> subprocess.Popen[bytes]:

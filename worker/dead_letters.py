@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -78,3 +79,8 @@ class DeadLetters:
 
     def __len__(self) -> int:
         return int(self._redis.hlen(DEAD_LETTERS))
+
+    def count_by_site_and_destination(self) -> Counter[tuple[str, str]]:
+        """How many wait, per ``(site, destination)``, read from the hash's field names alone."""
+        fields = (key.decode() if isinstance(key, bytes) else key for key in self._redis.hkeys(DEAD_LETTERS))
+        return Counter(tuple(field.split(":", 2)[:2]) for field in fields)  # type: ignore[misc]

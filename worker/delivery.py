@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -47,6 +48,7 @@ class Attempt:
     status: int | None = None
     answer: str = ""
     retry_after: float | None = None
+    seconds: float | None = None  # how long the vendor took to answer, when a request was made
 
     @property
     def reason(self) -> str:
@@ -105,11 +107,12 @@ class VendorClient:
         except (UnicodeError, TypeError, ValueError) as error:
             log.warning("%s delivery %s cannot be sent: %s", self.name, delivery["id"], type(error).__name__)
             return Attempt(delivery, Outcome.DEAD, answer=f"the delivery cannot be sent as HTTP: {describe_error(error)}")
+        started = time.perf_counter()
         try:
             response = self._http.send(request)
         except httpx.HTTPError as error:
             log.info("%s delivery %s: %s", self.name, delivery["id"], type(error).__name__)
-            return Attempt(delivery, Outcome.RETRY, answer=type(error).__name__)
+            return Attempt(delivery, Outcome.RETRY, answer=type(error).__name__, seconds=time.perf_counter() - started)
         log.debug("%s delivery %s: HTTP %s", self.name, delivery["id"], response.status_code)
         return Attempt(
             delivery,
@@ -117,4 +120,5 @@ class VendorClient:
             status=response.status_code,
             answer=response.text[:_READ_ANSWER_CHARS],
             retry_after=parse_retry_after(response.headers.get("Retry-After")),
+            seconds=time.perf_counter() - started,
         )

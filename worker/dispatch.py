@@ -40,6 +40,7 @@ RETRIES_BOUNDED_BY_AGE = 1_000_000
 MAINTENANCE_LOCK_SECONDS = 30
 STUCK_AFTER_SECONDS = 10
 MAX_WAITING_JOBS = 4
+OLDEST_QUEUED_AT = "oldest_queued_at"  # in each job's meta: when its oldest delivery was accepted, for the lag
 _RELEASE_LOCK = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 
 
@@ -148,6 +149,7 @@ class Dispatcher:
             result_ttl=600,
             failure_ttl=FAILED_JOB_TTL_SECONDS,
             description=f"forward {len(deliveries)} {first['destination']} deliveries of {first['site']}",
+            meta={OLDEST_QUEUED_AT: min(float(delivery.get("queued_at") or 0) for delivery in deliveries)},
             # The job sets its own next interval (backoff, Retry-After) and gives up by age, not by count.
             retry=Retry(max=RETRIES_BOUNDED_BY_AGE, interval=[max(int(self._policy.retry_base_seconds), 1)]),
         )

@@ -25,10 +25,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from typing import Any
 
+from redis import Redis
 from rq import get_current_job
 
+from collector.delivery_stats import JobFigures, answer_class, record_job
 from collector.queue import wake_dispatchers
 from worker.breaker import Breaker
 from worker.delivery import Attempt, Outcome, describe_error, retry_delay
@@ -85,8 +88,36 @@ def _give_up_when_expired(deliveries: list[dict[str, Any]], error: Exception) ->
     pending = runtime.ledger.undelivered(deliveries)
     attempts = [Attempt(delivery, Outcome.DEAD, answer=describe_error(error)) for delivery in pending]
     runtime.dead_letters.add(attempts, _current_attempt(), reason_prefix=f"gave up after {window:g} s: ")
+    if attempts:
+        site, destination = deliveries[0]["site"], deliveries[0]["destination"]
+        events = sum(len(attempt.delivery["event_ids"]) for attempt in attempts)
+        record_job(runtime.redis, JobFigures(site, destination, Counter(dead_lettered=len(attempts)), events_failed=events))
     log.warning("%d deliveries dead-lettered after %g s of failing jobs: %s", len(attempts), window, type(error).__name__)
     return {"dead": len(attempts), "already_delivered": len(deliveries) - len(pending)}
+
+
+def _record_figures(
+    redis: Redis, site: str, destination: str, attempts: list[Attempt], given_up: list[Attempt], retried: int
+) -> None:
+    """The job's outcomes, vendor answers and answer times, for /metrics and the console."""
+    sent = [attempt for attempt in attempts if attempt.outcome is not Outcome.UNSENT]
+    answered = [attempt for attempt in sent if attempt.seconds is not None]
+    failed = [attempt for attempt in sent if attempt.outcome is not Outcome.DELIVERED]
+    figures = JobFigures(
+        site,
+        destination,
+        outcomes=Counter(
+            delivered=sum(attempt.outcome is Outcome.DELIVERED for attempt in sent),
+            retried=retried,
+            dead_lettered=sum(attempt.outcome is Outcome.DEAD for attempt in sent) + len(given_up),
+            returned=len(attempts) - len(sent),
+        ),
+        answers=Counter(answer_class(attempt.status) for attempt in answered),
+        latencies=[attempt.seconds for attempt in answered if attempt.seconds is not None],
+        events_delivered=sum(len(attempt.delivery["event_ids"]) for attempt in sent if attempt.outcome is Outcome.DELIVERED),
+        events_failed=sum(len(attempt.delivery["event_ids"]) for attempt in failed),
+    )
+    record_job(redis, figures)
 
 
 def _forward(deliveries: list[dict[str, Any]]) -> dict[str, int]:
@@ -96,6 +127,7 @@ def _forward(deliveries: list[dict[str, Any]]) -> dict[str, int]:
     breaker = Breaker(runtime.redis, site, destination)
     if breaker.is_open():
         return_to_outbox(runtime.redis, deliveries)
+        record_job(runtime.redis, JobFigures(site, destination, outcomes=Counter(returned=len(deliveries))))
         return {"returned_to_outbox": len(deliveries)}
 
     pending = runtime.ledger.undelivered(deliveries)
@@ -117,6 +149,7 @@ def _forward(deliveries: list[dict[str, Any]]) -> dict[str, int]:
         "retry": len(to_retry),
         "returned_to_outbox": len(unsent),
     }
+    _record_figures(runtime.redis, site, destination, attempts, given_up, len(to_retry))
     if to_retry:
         retry_after = max((a.retry_after or 0.0) for a in to_retry)
         delay = retry_delay(attempt_number, policy, retry_after)
