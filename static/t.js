@@ -9,7 +9,8 @@
  *   collector('flush')
  *
  * It posts {"site": ..., "consent": true, "events": [...]} as a JSON string (so text/plain:
- * no CORS preflight) to <origin of this script>/collect, with credentials so
+ * no CORS preflight) to `collect` next to this script (.../_c/t.js posts to .../_c/collect,
+ * so the collector also works under a path of the shop's own host), with credentials so
  * the collector's HttpOnly visitor cookie flows. Each event carries exactly
  * the fields of docs/architecture.md; PROPS go under `props` as given.
  *
@@ -65,8 +66,9 @@
       site = me?.dataset.site;
     if (!site) return;
 
-    var O = new URL(me.src).origin,
-      EP = O + '/collect',
+    // the folder the script was loaded from, as https://host/ or https://host/_c/ (a URL joins as its href)
+    var O = new URL('.', me.src),
+      EP = O + 'collect',
       SEL = '[data-recommendation-id]',
       // storage may be missing or refused: the snippet then works from memory
       g = k => {
@@ -192,7 +194,7 @@
         sv()
       },
       cfg = () =>
-        fetch(O + '/sites/' + site + '/settings.json')
+        fetch(O + 'sites/' + site + '/settings.json')
           .then(r => r.ok && r.json())
           .then(w(j => j && (p('s', S = j), sv(), soon())), () => 0),
 

@@ -175,6 +175,7 @@ def recording_app(recorder: Recorder) -> Flask:
     app.register_blueprint(snippet.bp)
 
     @app.route("/collect", methods=["POST", "OPTIONS"])
+    @app.route("/slow/collect", methods=["POST", "OPTIONS"])  # the snippet posts next to where it was loaded from
     def collect() -> Response:
         recorder._record()
         if request.method == "OPTIONS":
@@ -189,6 +190,7 @@ def recording_app(recorder: Recorder) -> Flask:
         return allow_site_origin(response)
 
     @app.get("/sites/<site>/settings.json")
+    @app.get("/slow/sites/<site>/settings.json")
     def site_settings(site: str) -> Response:
         recorder.settings_requests += 1
         if recorder.settings_status != 200:
