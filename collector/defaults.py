@@ -61,6 +61,9 @@ DEFAULT_VISITOR_EVENTS_PER_MINUTE = 600
 # What of a Commerce Account a browser may send (dotted paths; an id in place of an object is its ".id").
 DEFAULT_ACCOUNT_FIELDS: frozenset[str] = frozenset({"id", "anonymousIds", "consumer.id", "lead.id"})
 
+# Every Redis key of the collector starts with this.
+REDIS_KEY_PREFIX = "collector:"
+
 # Identity.
 COMMERCE_ID_PREFIX = "wev_"
 COMMERCE_ID_LENGTH = 12
