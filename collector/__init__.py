@@ -78,3 +78,8 @@ def _register_blueprints(app: Flask) -> None:
         from collector import demo
 
         app.register_blueprint(demo.bp)
+    console_settings = app.extensions["collector"].config.console
+    if console_settings is not None:  # [console] token: the blueprint, and a session key derived from the token
+        from collector import console
+
+        console.init_app(app, console_settings)

@@ -20,8 +20,11 @@ from marshmallow import Schema, ValidationError, fields, post_load, validate, va
 
 from collector import defaults
 from collector.account_fields import ACCOUNT_FIELD_PATHS
+from collector.delivery_stats import MINUTES_KEPT
 
 SITE_NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+MIN_CONSOLE_TOKEN_CHARS = 16
+DEFAULT_CONSOLE_HOURS = 3.0
 _ENV_REFERENCE = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -101,10 +104,19 @@ class CollectorSettings:
 
 
 @dataclass(frozen=True)
+class ConsoleSettings:
+    """The site owner's console at ``/console/``: on only when ``[console]`` names a token."""
+
+    token: str = field(repr=False)
+    hours: float = DEFAULT_CONSOLE_HOURS  # of the events-per-minute chart
+
+
+@dataclass(frozen=True)
 class CollectorConfig:
     sites: Mapping[str, Site]
     settings: CollectorSettings = field(default_factory=CollectorSettings)
     source: str = "<memory>"
+    console: ConsoleSettings | None = None
 
 
 def _event_routes() -> fields.List:
@@ -236,8 +248,24 @@ class SettingsSchema(Schema):
         return CollectorSettings(**data)
 
 
+class ConsoleSchema(Schema):
+    token = fields.String(
+        required=True,
+        validate=[
+            validate.Length(min=MIN_CONSOLE_TOKEN_CHARS, error="must be at least {min} characters"),
+            validate.Regexp(r"^[\x21-\x7e]*$", error="must be printable ASCII without spaces (it is sent in an HTTP header)"),
+        ],
+    )
+    hours = fields.Float(validate=validate.Range(min=0.25, max=MINUTES_KEPT / 60))
+
+    @post_load
+    def _make(self, data: dict[str, Any], **_: Any) -> ConsoleSettings:
+        return ConsoleSettings(**data)
+
+
 class ConfigSchema(Schema):
     collector = fields.Nested(SettingsSchema)
+    console = fields.Nested(ConsoleSchema)
     sites = fields.Dict(
         keys=fields.String(validate=validate.Regexp(SITE_NAME_PATTERN, error="site names are 1-64 of A-Z a-z 0-9 _ -")),
         values=fields.Nested(SiteSchema),
@@ -312,7 +340,9 @@ def parse_config(document: Mapping[str, Any], environ: Mapping[str, str] | None 
         raise ConfigError(sorted(set(problems)))
     assert loaded is not None
     sites = {name: Site(name=name, **_site_fields(values)) for name, values in loaded["sites"].items()}
-    return CollectorConfig(sites=sites, settings=loaded.get("collector", CollectorSettings()), source=source)
+    return CollectorConfig(
+        sites=sites, settings=loaded.get("collector", CollectorSettings()), source=source, console=loaded.get("console")
+    )
 
 
 def _site_fields(values: dict[str, Any]) -> dict[str, Any]:
