@@ -6,7 +6,7 @@ each id is kept as a 64-bit fingerprint (the first 8 bytes of BLAKE2b of
 ``site:id``) in small hashes that Redis keeps in its compact listpack
 encoding (up to 128 entries of at most 64 bytes, Redis' defaults):
 
-- Time is cut in *generations* of :data:`GENERATION_SECONDS`. A
+- Time is cut in *generations* of :data:`GENERATION_SECONDS` (4 hours). A
   generation's fingerprints live in ``2**k`` *shards*,
   ``collector:seen:<site>:<generation>:<shard>``, the shard named by the
   fingerprint's top ``k`` bits; each shard expires once the window has
@@ -19,12 +19,13 @@ encoding (up to 128 entries of at most 64 bytes, Redis' defaults):
   Each process remembers the bits of the generations it has seen
   (:class:`GenerationShards`): they never change once set.
 - A lookup checks the id's shard in every generation of the window that
-  holds ids (at most 25 for 24 hours); it runs inside the enqueue script
-  (``collector/queue.py``), atomically with the queueing.
+  holds ids (at most 7 for 24 hours: one-hour generations made 25 lookups
+  per id and tripled the Redis CPU of a request); it runs inside the
+  enqueue script (``collector/queue.py``), atomically with the queueing.
 
 Two different ids of a site are taken for one only if their fingerprints
-are equal: a lookup compares against at most about 25 x 128 fingerprints,
-so the chance is below 25 * 128 / 2**64, about 2 in 10**16 per lookup.
+are equal: a lookup compares against at most about 7 x 128 fingerprints,
+so the chance is below 7 * 128 / 2**64, about 5 in 10**17 per lookup.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from redis import Redis
 
 from collector.defaults import REDIS_KEY_PREFIX as KEY_PREFIX
 
-GENERATION_SECONDS = 3600
+GENERATION_SECONDS = 4 * 3600  # a lookup checks 7 generations for a 24-hour window; shards adapt every 4 hours
 TARGET_PER_SHARD = 48  # a Poisson spread around this stays well under Redis' 128-entry listpack limit
 GROWTH_MARGIN = 2  # room for a generation to take twice its predecessor's traffic before shards outgrow listpacks
 MAX_SHARD_BITS = 24

@@ -146,7 +146,7 @@ class Dispatcher:
             JOB_FUNCTION,
             args=(deliveries,),
             timeout=job_timeout_seconds(self._policy),
-            result_ttl=600,
+            result_ttl=0,  # nothing reads a job's result; keeping it costed Redis per job
             failure_ttl=FAILED_JOB_TTL_SECONDS,
             description=f"forward {len(deliveries)} {first['destination']} deliveries of {first['site']}",
             meta={OLDEST_QUEUED_AT: min(float(delivery.get("queued_at") or 0) for delivery in deliveries)},

@@ -23,6 +23,7 @@ the requests in flight, not for the rest of the job.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections import Counter
@@ -62,6 +63,14 @@ def _current_attempt() -> int:
     return int(job.meta.get("attempt", 1)) if job is not None else 1
 
 
+def _job_key(deliveries: list[dict[str, Any]]) -> str:
+    """The RQ job's id; outside a job (a test calling the function), one made from the deliveries."""
+    job = get_current_job()
+    if job is not None:
+        return job.id
+    return hashlib.sha256(",".join(delivery["id"] for delivery in deliveries).encode()).hexdigest()[:32]
+
+
 def _expired(attempt: Attempt, retry_for_seconds: float, now: float) -> bool:
     return now - float(attempt.delivery.get("queued_at") or now) > retry_for_seconds
 
@@ -85,9 +94,11 @@ def _give_up_when_expired(deliveries: list[dict[str, Any]], error: Exception) ->
     now = time.time()
     if not all(now - float(delivery.get("queued_at") or now) > window for delivery in deliveries):
         raise error
-    pending = runtime.ledger.undelivered(deliveries)
+    job_key = _job_key(deliveries)
+    pending = runtime.ledger.undelivered(job_key, deliveries)
     attempts = [Attempt(delivery, Outcome.DEAD, answer=describe_error(error)) for delivery in pending]
     runtime.dead_letters.add(attempts, _current_attempt(), reason_prefix=f"gave up after {window:g} s: ")
+    runtime.ledger.forget(job_key)
     if attempts:
         site, destination = deliveries[0]["site"], deliveries[0]["destination"]
         events = sum(len(attempt.delivery["event_ids"]) for attempt in attempts)
@@ -120,17 +131,41 @@ def _record_figures(
     record_job(redis, figures)
 
 
+def _log_job(site: str, destination: str, summary: dict[str, int], started: float, note: str = "") -> None:
+    """The job's one log line: ``demo/depict: 3 delivered, 0 failed in 57 ms``, then what else happened."""
+    failed = summary.get("dead", 0) + summary.get("retry", 0)
+    extras = [
+        f"{summary[key]} {label}"
+        for key, label in (
+            ("already_delivered", "already delivered"),
+            ("dead", "dead-lettered"),
+            ("returned_to_outbox", "returned to the outbox"),
+        )
+        if summary.get(key)
+    ]
+    extras += [note] if note else []
+    elapsed_ms = (time.monotonic() - started) * 1000
+    level = logging.WARNING if failed else logging.INFO
+    more = f" ({'; '.join(extras)})" if extras else ""
+    delivered = summary.get("delivered", 0)
+    log.log(level, "%s/%s: %d delivered, %d failed in %.0f ms%s", site, destination, delivered, failed, elapsed_ms, more)
+
+
 def _forward(deliveries: list[dict[str, Any]]) -> dict[str, int]:
+    started = time.monotonic()
     runtime = current_runtime()
     policy = runtime.config.settings.delivery
     site, destination = deliveries[0]["site"], deliveries[0]["destination"]
     breaker = Breaker(runtime.redis, site, destination)
+    runtime.job_key = job_key = _job_key(deliveries)
     if breaker.is_open():
-        return_to_outbox(runtime.redis, deliveries)
+        return_to_outbox(runtime.redis, runtime.ledger.undelivered(job_key, deliveries))
+        runtime.ledger.forget(job_key)
         record_job(runtime.redis, JobFigures(site, destination, outcomes=Counter(returned=len(deliveries))))
+        _log_job(site, destination, {"returned_to_outbox": len(deliveries)}, started, "breaker open after failures")
         return {"returned_to_outbox": len(deliveries)}
 
-    pending = runtime.ledger.undelivered(deliveries)
+    pending = runtime.ledger.undelivered(job_key, deliveries)
     attempts = runtime.send_all(pending)
     unsent = [a.delivery for a in attempts if a.outcome is Outcome.UNSENT]
     return_to_outbox(runtime.redis, unsent)
@@ -157,6 +192,8 @@ def _forward(deliveries: list[dict[str, Any]]) -> dict[str, int]:
             breaker.open_for(delay)
         _schedule_next_try(delay)
         reasons = ", ".join(sorted({a.reason for a in to_retry}))
+        _log_job(site, destination, summary, started, f"{len(to_retry)} retry in {delay:.1f} s: {reasons}")
         raise DeliveriesFailed(f"{len(to_retry)} {destination} deliveries of {site} retry in {delay:.1f} s: {reasons}")
-    log.info("%s/%s job done: %s", site, destination, summary)
+    runtime.ledger.forget(job_key)
+    _log_job(site, destination, summary, started)
     return summary

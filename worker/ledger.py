@@ -1,10 +1,15 @@
-"""Which events already reached each vendor, so a retried, recovered or replayed job skips them.
+"""Which events of a job already reached the vendor, so a retried or recovered run of it skips them.
 
 A job carries many deliveries and RQ retries a job as a whole; without this
 record, one failed Commerce event would resend the nineteen that succeeded.
-It is kept per event id (a Depict delivery is an array of events), written
-the moment a vendor says 2xx, so a worker killed mid-job leaves at most the
-requests in flight unrecorded.
+It is one small hash per job, ``collector:ledger:<job id>``, of the event ids
+delivered (a Depict delivery is an array of events), written the moment a
+vendor says 2xx, so a worker killed mid-job leaves at most the requests in
+flight unrecorded. A retried run and a run recovered after its worker was
+killed are the same RQ job, so they find it; the job deletes it when it ends
+(delivered, dead-lettered or returned to the outbox), so a delivered event
+holds no Redis at all after its job. It expires anyway after
+``retry_for_seconds`` plus :data:`LEDGER_MARGIN_SECONDS`, should a job vanish.
 
 The send threads of a process share their writes (:class:`GroupCommit`): a
 thread whose vendor said 2xx waits until its mark is in Redis before it
@@ -12,12 +17,6 @@ sends anything else, as it did when each thread wrote its own, but marks
 that arrive while a write is on its way go together in the next one. One
 round trip per answer cost a delivery process as much CPU as its HTTP
 requests.
-
-It lives as long as a delivery can still be retried (``retry_for_seconds``)
-plus :data:`LEDGER_MARGIN_SECONDS`, not for the 24-hour dedupe window: after
-that no job of it is left, and a dead letter holds only events that did not
-arrive. Two ledger keys and a dedupe key are most of what a delivered event
-costs Redis, so this halves it over a day.
 """
 
 from __future__ import annotations
@@ -38,12 +37,8 @@ def ledger_seconds(policy: DeliveryPolicy) -> int:
     return int(policy.retry_for_seconds) + LEDGER_MARGIN_SECONDS
 
 
-def delivered_key(site: str, destination: str, event_id: str) -> str:
-    return f"{KEY_PREFIX}delivered:{site}:{destination}:{event_id}"
-
-
-def _keys(delivery: dict[str, Any]) -> list[str]:
-    return [delivered_key(delivery["site"], delivery["destination"], event_id) for event_id in delivery["event_ids"]]
+def ledger_key(job_key: str) -> str:
+    return f"{KEY_PREFIX}ledger:{job_key}"
 
 
 def _without(delivery: dict[str, Any], delivered: set[str]) -> dict[str, Any] | None:
@@ -62,26 +57,31 @@ class DeliveryLedger:
         self._redis = redis
         self._window = window_seconds
 
-    def undelivered(self, deliveries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-        """The deliveries still owed, each trimmed to the events not yet delivered."""
-        keys = [key for delivery in deliveries for key in _keys(delivery)]
-        if not keys:
-            return []
-        marks = self._redis.mget(keys)
-        delivered = {key.rsplit(":", 1)[1] for key, mark in zip(keys, marks) if mark is not None}
+    def undelivered(self, job_key: str, deliveries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The job's deliveries still owed, each trimmed to the events not yet delivered."""
+        delivered = {value.decode() if isinstance(value, bytes) else value for value in self._redis.hkeys(ledger_key(job_key))}
+        if not delivered:
+            return list(deliveries)
         remaining = [_without(delivery, delivered) for delivery in deliveries]
         return [delivery for delivery in remaining if delivery is not None]
 
-    def mark_delivered(self, *deliveries: dict[str, Any]) -> None:
+    def mark_delivered(self, marks: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        """Record ``(job key, delivery)`` pairs as delivered, in one round trip."""
         pipe = self._redis.pipeline(transaction=False)
-        for delivery in deliveries:
-            for key in _keys(delivery):
-                pipe.set(key, "1", ex=self._window)
+        for job_key in {job_key for job_key, _ in marks}:
+            events = [event_id for key, delivery in marks if key == job_key for event_id in delivery["event_ids"]]
+            pipe.hset(ledger_key(job_key), mapping=dict.fromkeys(events, ""))
+            pipe.expire(ledger_key(job_key), self._window)
         pipe.execute()
+
+    def forget(self, job_key: str) -> None:
+        """The job has ended: nothing of it will run again."""
+        self._redis.delete(ledger_key(job_key))
 
 
 class _Mark:
-    def __init__(self, delivery: dict[str, Any]):
+    def __init__(self, job_key: str, delivery: dict[str, Any]):
+        self.job_key = job_key
         self.delivery = delivery
         self.written = threading.Event()
         self.error: BaseException | None = None
@@ -102,8 +102,8 @@ class GroupCommit:
         self._waiting: list[_Mark] = []
         self._writing = False
 
-    def mark_delivered(self, delivery: dict[str, Any]) -> None:
-        mark = _Mark(delivery)
+    def mark_delivered(self, job_key: str, delivery: dict[str, Any]) -> None:
+        mark = _Mark(job_key, delivery)
         with self._lock:
             self._waiting.append(mark)
             leads = not self._writing
@@ -122,7 +122,7 @@ class GroupCommit:
                     self._writing = False
                     return
             try:
-                self._ledger.mark_delivered(*(mark.delivery for mark in batch))
+                self._ledger.mark_delivered([(mark.job_key, mark.delivery) for mark in batch])
             except BaseException as error:  # handed to each waiting thread, raised there
                 for mark in batch:
                     mark.error = error

@@ -53,6 +53,7 @@ class WorkerRuntime:
     marks: GroupCommit
     clients: dict[tuple[str, str], VendorClient] = field(default_factory=dict)
     stopping: threading.Event = field(default_factory=threading.Event)
+    job_key: str = ""  # the running job's ledger (a process runs one job at a time)
 
     @classmethod
     def start(cls, config: CollectorConfig, redis: Redis, stopping: threading.Event | None = None) -> "WorkerRuntime":
@@ -93,7 +94,7 @@ class WorkerRuntime:
             return [Attempt(delivery, Outcome.DEAD, answer=f"unexpected error in sending: {describe_error(error)}")]
         for attempt in attempts:
             if attempt.outcome is Outcome.DELIVERED:
-                self.marks.mark_delivered(attempt.delivery)
+                self.marks.mark_delivered(self.job_key, attempt.delivery)
         return attempts
 
     def send_all(self, deliveries: list[dict[str, Any]]) -> list[Attempt]:

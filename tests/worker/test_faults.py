@@ -156,7 +156,7 @@ def where_deliveries_wait(redis_url: str) -> str:
     for key in sorted(redis.scan_iter("rq:*")):
         kind = redis.type(key)
         counts[key] = {"list": redis.llen, "zset": redis.zcard, "set": redis.scard}.get(kind, lambda k: redis.ttl(k))(key)
-    counts["ledger:commerce"] = sum(1 for _ in redis.scan_iter("collector:delivered:*:commerce:*", count=1000))
+    counts["ledgers"] = sum(1 for _ in redis.scan_iter("collector:ledger:*", count=1000))
     return ", ".join(f"{key}={value}" for key, value in counts.items() if not key.startswith(("rq:job:", "rq:results:", "rq:execution", "rq:worker:")))
 
 

@@ -1,4 +1,4 @@
-"""The delivery ledger: what each vendor already took, kept as long as a retry could need it."""
+"""The delivery ledger: what each vendor already took, kept by the job until it ends."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from collector.config import CollectorConfig
 from collector.extensions import connect_redis
 from collector.redis_server import free_port
 from tests.conftest import SITE
-from worker.ledger import DeliveryLedger, GroupCommit, delivered_key, ledger_seconds
+from worker.ledger import DeliveryLedger, GroupCommit, ledger_key, ledger_seconds
 
 THREADS = 32
 
@@ -23,19 +23,21 @@ def depict_delivery(*event_ids: str) -> dict:
 def test_a_retried_delivery_is_trimmed_to_the_events_not_yet_delivered(redis_client, site_config: CollectorConfig):
     """Events a vendor took are skipped on retry; the rest of the array is sent again."""
     ledger = DeliveryLedger(redis_client, ledger_seconds(site_config.settings.delivery))
-    ledger.mark_delivered(depict_delivery("event-a1", "event-b2"))
-    remaining = ledger.undelivered([depict_delivery("event-a1", "event-b2", "event-c3")])
+    ledger.mark_delivered([("job-1", depict_delivery("event-a1", "event-b2"))])
+    remaining = ledger.undelivered("job-1", [depict_delivery("event-a1", "event-b2", "event-c3")])
     assert [delivery["event_ids"] for delivery in remaining] == [["event-c3"]]
     assert remaining[0]["body"] == [{"deduplication_id": "event-c3"}]
+    assert len(ledger.undelivered("job-2", [depict_delivery("event-a1")])) == 1, "another job's record is its own"
 
 
-def test_marks_outlive_every_retry_but_not_the_dedupe_window(redis_client, site_config: CollectorConfig):
-    """A mark lasts retry_for_seconds plus a margin: long enough for any retry, shorter than a day."""
+def test_a_job_forgets_its_record_when_it_ends(redis_client, site_config: CollectorConfig):
+    """Once its job ends, a delivered event holds nothing in Redis; an abandoned record expires after the retry window."""
     policy = site_config.settings.delivery
-    DeliveryLedger(redis_client, ledger_seconds(policy)).mark_delivered(depict_delivery("event-a1"))
-    ttl = redis_client.ttl(delivered_key(SITE, "depict", "event-a1"))
-    assert policy.retry_for_seconds < ttl <= ledger_seconds(policy)
-    assert ledger_seconds(policy) < site_config.settings.dedupe_window_seconds
+    ledger = DeliveryLedger(redis_client, ledger_seconds(policy))
+    ledger.mark_delivered([("job-1", depict_delivery("event-a1"))])
+    assert policy.retry_for_seconds < redis_client.ttl(ledger_key("job-1")) <= ledger_seconds(policy)
+    ledger.forget("job-1")
+    assert not redis_client.exists(ledger_key("job-1"))
 
 
 def _mark_from_threads(marks: GroupCommit, check) -> list:
@@ -47,7 +49,7 @@ def _mark_from_threads(marks: GroupCommit, check) -> list:
         event_id = f"event-{index:04d}"
         start.wait()
         try:
-            marks.mark_delivered(depict_delivery(event_id))
+            marks.mark_delivered("job-1", depict_delivery(event_id))
             results[index] = check(event_id)
         except RedisError as error:
             results[index] = error
@@ -64,7 +66,7 @@ def _mark_from_threads(marks: GroupCommit, check) -> list:
 def test_each_thread_returns_only_once_its_own_mark_is_in_redis(redis_client, site_config: CollectorConfig):
     """Marks written together still hold the rule: nothing else is sent before the vendor's yes is recorded."""
     marks = GroupCommit(DeliveryLedger(redis_client, ledger_seconds(site_config.settings.delivery)))
-    results = _mark_from_threads(marks, lambda event_id: redis_client.exists(delivered_key(SITE, "depict", event_id)))
+    results = _mark_from_threads(marks, lambda event_id: redis_client.hexists(ledger_key("job-1"), event_id))
     assert results == [1] * THREADS
 
 
@@ -75,4 +77,4 @@ def test_a_failed_write_raises_in_every_thread_it_carried(site_config: Collector
     results = _mark_from_threads(marks, lambda event_id: "returned without error")
     assert all(isinstance(result, RedisError) for result in results)
     with pytest.raises(RedisError):
-        marks.mark_delivered(depict_delivery("event-later"))
+        marks.mark_delivered("job-1", depict_delivery("event-later"))
