@@ -1,4 +1,4 @@
-"""``python -m tests.bench [--quick] [--only ingest,delivery,e2e,footprint,snippet]``: the collector's benchmarks.
+"""``python -m tests.bench [--quick] [--only ingest,delivery,e2e,footprint,snippet,redis]``: the collector's benchmarks.
 
 One command starts everything it needs on 127.0.0.1 (an embedded Redis per
 stage, fast vendor stand-ins, the collector under gunicorn, ``collector
@@ -15,8 +15,13 @@ so that a noisy machine moves both:
 4. footprint  Redis bytes per queued event < 600, vs one RQ job per event (``footprint.py``)
 5. snippet    /t.js <= 2,000 bytes gzip, track() <= 0.5 ms median (``snippet.py``)
 
-``--quick`` makes every run short (a smoke check, about two minutes);
-the full run takes about six to eight minutes.
+and one stage with no target, figures for sizing:
+
+6. redis      Redis CPU per /collect request, per delivery and per event; events/s one Redis
+              core carries end to end; gunicorn workers and worker supervisors -> events/s (``redis_capacity.py``)
+
+``--quick`` makes every run short (a smoke check, about two to three minutes);
+the full run takes about eight to ten minutes (the redis stage about two of them).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 
-from tests.bench import delivery, e2e, footprint, ingest, snippet
+from tests.bench import delivery, e2e, footprint, ingest, redis_capacity, snippet
 from tests.bench.loadgen import generator_name
 from tests.bench.report import ROW_HEADERS, Row, heading, machine, table
 from tests.bench.standin import NOTE
@@ -39,6 +44,7 @@ STAGES: dict[str, Callable[[bool], list[Row]]] = {
     "e2e": e2e.run,
     "footprint": footprint.run,
     "snippet": snippet.run,
+    "redis": redis_capacity.run,
 }
 
 

@@ -24,7 +24,7 @@ class Row:
     ours: str
     ratio: float | None
     target: str
-    meets: bool | None  # None: nothing was measured (skipped, failed)
+    meets: bool | None  # None: no target (a sizing figure), or nothing was measured (skipped, failed)
 
     @property
     def verdict(self) -> str:

@@ -7,6 +7,8 @@ the process it started; after a grace period, SIGKILL to whatever still
 runs of that process and of its descendants (gunicorn workers, delivery
 processes, multiprocessing helpers), which were found by PID before the
 SIGTERM, plus any child they started since. Nothing is stopped by name.
+A service may get its SIGTERM early (``Service.terminate``), to wind down
+while the bench goes on; ``stop`` and closing the stack still wait for it.
 
 Each process writes to a log file in the stack's temporary folder; when one
 does not come up, the error shows the tail of its log. The folder is
@@ -93,6 +95,7 @@ class Service:
         self.env = env
         self.log_path = log_path
         self._popen: subprocess.Popen[bytes] | None = None
+        self._terminated: list[psutil.Process] = []  # what ran of it when terminate() sent SIGTERM
 
     def start(self) -> "Service":
         with open(self.log_path, "ab") as log:
@@ -140,11 +143,18 @@ class Service:
     def wait_http(self, url: str) -> "Service":
         return self.wait_for(lambda: http_ok(url), f"2xx answer from {url}")
 
+    def terminate(self) -> None:
+        """SIGTERM to the process now, without waiting (so that it stops while the bench goes on);
+        :meth:`stop`, later or when the stack closes, waits for it and kills what is left."""
+        if self.alive():
+            self._terminated = self.processes()
+            self._popen.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+
     def stop(self) -> None:
         """SIGTERM to the process; what still runs of it and its descendants after the grace period, SIGKILL."""
         if self._popen is None:
             return
-        known = self.processes()
+        known = self._terminated or self.processes()
         deadline = time.monotonic() + self.stop_grace_seconds
         if self._popen.poll() is None:
             self._popen.send_signal(signal.SIGTERM)
@@ -169,6 +179,7 @@ class Service:
             survivors = still_running(survivors)
         self._popen.wait(timeout=5)
         self._popen = None
+        self._terminated = []
 
 
 def still_running(processes: Iterable[psutil.Process]) -> list[psutil.Process]:
@@ -266,16 +277,18 @@ class Stack:
         url = f"http://{HOST}:{port}"
         return service.wait_http(url + "/readyz"), url
 
-    def worker(self, config: Path, redis_url: str) -> Service:
+    def worker(self, config: Path, redis_url: str, name: str = "worker", registered: int = len(DESTINATIONS)) -> Service:
         """``collector worker`` (a supervisor, its dispatcher thread, one delivery process per destination),
-        once its delivery processes are registered with RQ and waiting for jobs."""
+        once its delivery processes are registered with RQ and waiting for jobs: once RQ knows ``registered``
+        workers in all (more than one destination's worth when other supervisors already run)."""
         argv = [sys.executable, "-m", "collector", "worker", "--config", str(config)]
-        service = self.start("worker", argv, WORKER_STOP_GRACE_SECONDS, REDIS_URL=redis_url)
+        service = self.start(name, argv, WORKER_STOP_GRACE_SECONDS, REDIS_URL=redis_url)
         redis = Redis.from_url(redis_url)
+        expected = registered
 
-        def registered() -> bool:
-            return len(Worker.all(connection=redis)) >= len(DESTINATIONS)
+        def registered_enough() -> bool:
+            return len(Worker.all(connection=redis)) >= expected
 
-        service.wait_for(registered, "its delivery processes registered with RQ")
+        service.wait_for(registered_enough, "its delivery processes registered with RQ")
         time.sleep(0.5)  # a worker registers just before its first BLPOP
         return service
