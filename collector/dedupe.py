@@ -12,12 +12,14 @@ encoding (up to 128 entries of at most 64 bytes, Redis' defaults):
   fingerprint's top ``k`` bits; each shard expires once the window has
   passed over its generation's end, so an id is remembered for at least the
   window and at most one generation longer.
-- ``k`` is fixed when a generation starts, from the previous generation's
+- ``k`` is set when a generation starts, from the previous generation's
   count (kept in ``collector:seen-meta:<site>``), so that a shard holds
   about :data:`TARGET_PER_SHARD` fingerprints: fewer shards would leave the
   listpack encoding, more would pay a key's overhead for a few entries.
-  Each process remembers the bits of the generations it has seen
-  (:class:`GenerationShards`): they never change once set.
+  A generation that outgrows its ``k`` (a first one, a surge) adds a finer
+  layout for its later ids; its lookups check each of its layouts. Each
+  process remembers the layouts of past generations
+  (:class:`GenerationShards`): they never change once a generation ends.
 - A lookup checks the id's shard in every generation of the window that
   holds ids (at most 7 for 24 hours: one-hour generations made 25 lookups
   per id and tripled the Redis CPU of a request); it runs inside the
@@ -41,6 +43,8 @@ GENERATION_SECONDS = 4 * 3600  # a lookup checks 7 generations for a 24-hour win
 TARGET_PER_SHARD = 48  # a Poisson spread around this stays well under Redis' 128-entry listpack limit
 GROWTH_MARGIN = 2  # room for a generation to take twice its predecessor's traffic before shards outgrow listpacks
 MAX_SHARD_BITS = 24
+FIRST_SHARD_BITS = 6  # a site's first generation starts with 64 shards: a few kilobytes, and room for 3,000 ids
+GROWTH_BITS = 4  # a generation that outgrows its layout adds one with 16 times the shards
 FINGERPRINT_BYTES = 8
 
 
@@ -60,6 +64,8 @@ def generations_in_window(window_seconds: int) -> int:
 
 def shard_bits_for(expected: int) -> int:
     """``k`` such that ``expected`` fingerprints fill ``2**k`` shards to about ``TARGET_PER_SHARD`` each."""
+    if expected == 0:
+        return FIRST_SHARD_BITS
     if expected <= TARGET_PER_SHARD:
         return 0
     return min(MAX_SHARD_BITS, math.ceil(math.log2(expected / TARGET_PER_SHARD)))
@@ -79,78 +85,105 @@ def meta_key(site: str) -> str:
 # In: the fingerprints FP[1..n], the site's shard prefix and meta key, the
 # current generation, how many generations the window spans, the shard TTL.
 class GenerationShards:
-    """Each generation's shard bits, read from Redis once per process and generation, then remembered.
+    """The shard bits of the window's past generations, read from Redis once per process, then remembered.
 
-    A generation's bits never change once set: the first writer of a
-    generation sets them (``HSETNX``) from the previous generation's count,
-    and a past generation without bits never gets any. So the enqueue
-    script is handed them instead of reading the meta hash on every request.
+    A generation's bits change only while it is the current one (the
+    script adds a finer layout when it fills up); once it is past they are
+    final. So the enqueue script is handed the past generations' bits, and
+    reads only the current generation's itself.
     """
 
     def __init__(self, redis: Redis, window_seconds: int):
         self._redis = redis
         self._span = generations_in_window(window_seconds)
-        self._known: dict[tuple[str, int], int | None] = {}
+        self._known: dict[tuple[str, int], tuple[int, ...]] = {}
 
-    def window(self, site: str, now: float) -> list[tuple[int, int]]:
-        """``(generation, bits)`` of every generation of the window that holds ids, newest first."""
+    def past(self, site: str, now: float) -> list[tuple[int, int]]:
+        """``(generation, bits)`` for every layout of the window's past generations, newest first."""
         current = generation_of(now)
-        generations = range(current, current - self._span, -1)
+        generations = range(current - 1, current - self._span, -1)
         if any((site, generation) not in self._known for generation in generations):
-            self._learn(site, current)
-        pairs = [(generation, self._known.get((site, generation))) for generation in generations]
-        return [(generation, bits) for generation, bits in pairs if bits is not None]
+            self._learn(site, list(generations), current)
+        return [(generation, bits) for generation in generations for bits in self._known[(site, generation)]]
 
-    def _learn(self, site: str, current: int) -> None:
-        meta = meta_key(site)
-        if self._redis.hget(meta, str(current)) is None:
-            previous = int(self._redis.hget(meta, f"{current - 1}:n") or 0)
-            self._redis.hsetnx(meta, str(current), shard_bits_for(previous * GROWTH_MARGIN))
-        generations = list(range(current, current - self._span, -1))
-        found = self._redis.hmget(meta, [str(generation) for generation in generations])
-        for generation, bits in zip(generations, found):
-            self._known[(site, generation)] = int(bits) if bits is not None else None
+    def _learn(self, site: str, generations: list[int], current: int) -> None:
+        found = self._redis.hmget(meta_key(site), [str(generation) for generation in generations])
+        for generation, layouts in zip(generations, found):
+            text = layouts.decode() if isinstance(layouts, bytes) else layouts or ""
+            self._known[(site, generation)] = tuple(int(bits) for bits in reversed(text.split(",")) if bits)
         for stale in [key for key in self._known if key[0] == site and key[1] <= current - self._span]:
             del self._known[stale]
 
 
 # The dedupe part of the enqueue script (see collector/queue.py for the whole):
-# GENERATIONS is a flat list of generation, 2^(32 - bits), newest (the current one) first.
+# PAST is a flat list of generation, 2^(32 - bits) for every layout of the window's past generations.
 LUA_FUNCTIONS = """
 local function top_bits(fp)
   return ((string.byte(fp, 1) * 256 + string.byte(fp, 2)) * 256 + string.byte(fp, 3)) * 256 + string.byte(fp, 4)
 end
 
--- the 0-based indexes of the fingerprints already present in any generation of the window
-local function already_seen(prefix, generations, fps, tops)
+local function bits_needed(count, target, margin, max_bits, first_bits)
+  if count == 0 then return first_bits end
+  local expected = count * margin
+  if expected <= target then return 0 end
+  return math.min(max_bits, math.ceil(math.log(expected / target) / math.log(2)))
+end
+
+-- the current generation's layouts (bits), oldest first; the first request of a generation sizes it
+local function current_layouts(meta, current, span, target, margin, max_bits, first_bits)
+  local text = redis.call('HGET', meta, current)
+  if not text then
+    local previous = tonumber(redis.call('HGET', meta, (current - 1) .. ':n') or '0')
+    text = tostring(bits_needed(previous, target, margin, max_bits, first_bits))
+    redis.call('HSET', meta, current, text)
+    redis.call('HDEL', meta, current - span, (current - span) .. ':n')
+  end
+  local layouts = {}
+  for bits in string.gmatch(text, '%d+') do layouts[#layouts + 1] = tonumber(bits) end
+  return layouts, text
+end
+
+-- the 0-based indexes of the fingerprints already present in the window: current layouts, then PAST
+local function already_seen(prefix, current, layouts, past, fps, tops)
   local seen = {}
   for i, fp in ipairs(fps) do
-    for g = 1, #generations, 2 do
-      local key = prefix .. generations[g] .. ':' .. math.floor(tops[i] / generations[g + 1])
-      if redis.call('HEXISTS', key, fp) == 1 then
-        seen[#seen + 1] = i - 1
+    local found = false
+    for l = #layouts, 1, -1 do
+      if redis.call('HEXISTS', prefix .. current .. ':' .. math.floor(tops[i] / 2 ^ (32 - layouts[l])), fp) == 1 then
+        found = true
         break
       end
     end
+    for g = 1, #past, 2 do
+      if found then break end
+      if redis.call('HEXISTS', prefix .. past[g] .. ':' .. math.floor(tops[i] / past[g + 1]), fp) == 1 then found = true end
+    end
+    if found then seen[#seen + 1] = i - 1 end
   end
   return seen
 end
 
--- remember the fingerprints in the current generation; a shard gets its expiry when it is made
-local function remember(prefix, meta, generations, fps, tops, ttl)
-  local current, divisor = generations[1], generations[2]
+-- remember the fingerprints in the current generation's newest layout; a shard gets its expiry when it is made.
+-- When the generation outgrows that layout (shards would leave the compact encoding), a finer one is added.
+local function remember(prefix, meta, current, layouts, text, fps, tops, ttl, target, margin, max_bits, growth_bits)
+  local bits = layouts[#layouts]
+  local divisor = 2 ^ (32 - bits)
   for i, fp in ipairs(fps) do
     local key = prefix .. current .. ':' .. math.floor(tops[i] / divisor)
     redis.call('HSET', key, fp, '')
     if redis.call('HLEN', key) == 1 then redis.call('EXPIRE', key, ttl) end
   end
-  if redis.call('HINCRBY', meta, current .. ':n', #fps) == #fps then redis.call('EXPIRE', meta, ttl) end
+  local count = redis.call('HINCRBY', meta, current .. ':n', #fps)
+  if count == #fps then redis.call('EXPIRE', meta, ttl) end
+  if count > 2 ^ bits * target * margin and bits < max_bits then
+    redis.call('HSET', meta, current, text .. ',' .. math.min(max_bits, bits + growth_bits))
+  end
 end
 """
 
 
-def script_generations(pairs: list[tuple[int, int]]) -> list[int]:
-    """The script's GENERATIONS: generation, then the divisor that turns a fingerprint's top 32 bits into its shard."""
+def script_past(pairs: list[tuple[int, int]]) -> list[int]:
+    """The script's PAST: generation, then the divisor that turns a fingerprint's top 32 bits into its shard."""
     return [number for generation, bits in pairs for number in (generation, 2 ** (32 - bits))]
 
 

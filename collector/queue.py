@@ -93,11 +93,13 @@ local fp_count = tonumber(ARGV[1])
 local outbox_count = tonumber(ARGV[2])
 local budget_count = tonumber(ARGV[3])
 local tail_kept = tonumber(ARGV[4])
-local generation_count = tonumber(ARGV[5])
-local prefix, ttl = ARGV[6], tonumber(ARGV[7])
-local generations = {}
-for i = 1, 2 * generation_count do generations[i] = tonumber(ARGV[7 + i]) end
-local first_fp = 8 + 2 * generation_count
+local past_count = tonumber(ARGV[5])
+local prefix, ttl, current, span = ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
+local target, margin, max_bits = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12])
+local first_bits, growth_bits = tonumber(ARGV[13]), tonumber(ARGV[14])
+local past = {}
+for i = 1, 2 * past_count do past[i] = tonumber(ARGV[14 + i]) end
+local first_fp = 15 + 2 * past_count
 local fps = {unpack(ARGV, first_fp, first_fp + fp_count - 1)}
 local at = first_fp + fp_count  -- budgets (limit, seconds), then outbox entries (number, entry), then the tail
 local registry, wake, meta = KEYS[outbox_count + 1], KEYS[outbox_count + 2], KEYS[outbox_count + 3]
@@ -108,13 +110,14 @@ for j = 1, budget_count do
     return {-j}
   end
 end
+local layouts, layout_text = current_layouts(meta, current, span, target, margin, max_bits, first_bits)
 local tops = {}
 for i, fp in ipairs(fps) do tops[i] = top_bits(fp) end
-local duplicates = already_seen(prefix, generations, fps, tops)
+local duplicates = already_seen(prefix, current, layouts, past, fps, tops)
 if #duplicates > 0 then
   return duplicates
 end
-remember(prefix, meta, generations, fps, tops, ttl)
+remember(prefix, meta, current, layouts, layout_text, fps, tops, ttl, target, margin, max_bits, growth_bits)
 for j = 1, budget_count do
   if redis.call('INCRBY', KEYS[budgets + j], fp_count) == fp_count then
     redis.call('EXPIRE', KEYS[budgets + j], ARGV[at + 2 * (j - 1) + 1])
@@ -208,10 +211,12 @@ class Outbox:
         for delivery in deliveries:
             by_outbox[outbox_key(delivery.site, delivery.destination)].append(delivery.as_dict(queued_at))
         outboxes = list(by_outbox)
-        generations = self._shards.window(site, queued_at)
-        args: list[Any] = [len(event_ids), len(outboxes), len(budgets), tail.kept if tail else 0, len(generations)]
-        args += [dedupe.shard_prefix(site), dedupe.shard_ttl_seconds(self._window, queued_at)]
-        args += dedupe.script_generations(generations)
+        past = self._shards.past(site, queued_at)
+        args: list[Any] = [len(event_ids), len(outboxes), len(budgets), tail.kept if tail else 0, len(past)]
+        args += [dedupe.shard_prefix(site), dedupe.shard_ttl_seconds(self._window, queued_at), dedupe.generation_of(queued_at)]
+        args += [dedupe.generations_in_window(self._window), dedupe.TARGET_PER_SHARD, dedupe.GROWTH_MARGIN, dedupe.MAX_SHARD_BITS]
+        args += [dedupe.FIRST_SHARD_BITS, dedupe.GROWTH_BITS]
+        args += dedupe.script_past(past)
         args += [dedupe.fingerprint(site, event_id) for event_id in event_ids]
         for budget in budgets:
             args += [budget.limit, budget.key_seconds]

@@ -69,6 +69,21 @@ def test_shards_stay_compact(redis_client: Redis):
     assert used / 6000 < 40, f"{used / 6000:.1f} bytes per id"
 
 
+def test_a_first_generation_grows_finer_layouts_and_finds_every_id(redis_client: Redis):
+    """A new site's first hours start with 64 shards and add finer layouts as they fill: compact, and still exact."""
+    outbox, start = Outbox(redis_client, WINDOW), 1_800_000_000.0
+    ids = [f"first-{number:06d}" for number in range(8000)]
+    for chunk in range(0, len(ids), 50):
+        assert enqueue(outbox, "new_shop", ids[chunk : chunk + 50], start + 5) == []
+    layouts = redis_client.hget(dedupe.meta_key("new_shop"), str(dedupe.generation_of(start))).decode().split(",")
+    assert layouts == [str(dedupe.FIRST_SHARD_BITS), str(dedupe.FIRST_SHARD_BITS + dedupe.GROWTH_BITS)]
+    encodings = {redis_client.object("encoding", shard) for shard in redis_client.scan_iter("collector:seen:new_shop:*", count=1000)}
+    assert encodings <= {b"ziplist", b"listpack"}, encodings
+    sample = ids[::250]
+    assert enqueue(outbox, "new_shop", sample, start + 10) == sample
+    assert enqueue(outbox, "new_shop", sample, start + GENERATION + 10) == sample  # from the next generation too
+
+
 def test_two_sites_may_use_the_same_ids(redis_client: Redis):
     """Dedupe is per site: the same event id from another site is new."""
     outbox, now = Outbox(redis_client, WINDOW), time.time()
