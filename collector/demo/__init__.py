@@ -21,6 +21,8 @@ from flask import Blueprint, Response, jsonify, request
 from collector.config import CollectorConfig, CommerceDestination, DepictDestination, Site
 from collector.demo.vendor_spec import COMMERCE_SPEC, DEPICT_SPEC, VendorSpec
 from collector.extensions import collector_state
+from collector.live_tail import recent_batches
+from collector.map.commerce import web_event_id
 from collector.queue import KEY_PREFIX
 
 bp = Blueprint("demo", __name__)
@@ -65,10 +67,15 @@ def _shown_headers() -> dict[str, str]:
     return shown
 
 
+def _timestamp(moment: float) -> str:
+    """ISO 8601 in UTC with milliseconds: deliveries of one batch arrive within milliseconds of each other."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(moment)) + f".{int(moment * 1000) % 1000:03d}Z"
+
+
 def _record(destination: str, body: Any, errors: list[str]) -> None:
     entry = {
         "destination": destination,
-        "received_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "received_at": _timestamp(time.time()),
         "headers": _shown_headers(),
         "body": body,
         "spec_errors": errors,
@@ -110,7 +117,36 @@ def commerce_webevents() -> tuple[Response, int]:
     return jsonify({"data": body, "success": True}), 200
 
 
+def _batches_by_event(redis: Any) -> dict[str, dict[str, Any]]:
+    """Each recent event's batch (the /collect request that brought it), by the ids the vendors see:
+    the event id (Depict's ``deduplication_id``) and the Web Event id derived from it."""
+    found: dict[str, dict[str, Any]] = {}
+    for batch in recent_batches(redis, DEMO_SITE):
+        summary = {
+            "key": f"{batch['at']:.6f}",
+            "sent_at": _timestamp(batch["at"]),
+            "events": [event["type"] for event in batch["events"]],
+        }
+        for event in batch["events"]:
+            found.setdefault(event["id"], summary)
+            found.setdefault(web_event_id(DEMO_SITE, event["id"]), summary)
+    return found
+
+
+def _batch_of(delivery: dict[str, Any], batches: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    body = delivery.get("body")
+    ids = [event.get("deduplication_id") for event in body if isinstance(event, dict)] if isinstance(body, list) else []
+    if isinstance(body, dict):
+        ids = [body.get("id")]
+    return next((batches[event_id] for event_id in ids if event_id in batches), None)
+
+
 @bp.get("/_demo/deliveries")
 def recorded_deliveries() -> Response:
-    entries = collector_state().redis.lrange(RECORDED, 0, KEPT - 1)
-    return jsonify({"deliveries": [json.loads(entry) for entry in entries]})
+    """What the destinations received, newest first, each with the page's batch it came from."""
+    redis = collector_state().redis
+    deliveries = [json.loads(entry) for entry in redis.lrange(RECORDED, 0, KEPT - 1)]
+    batches = _batches_by_event(redis)
+    for delivery in deliveries:
+        delivery["batch"] = _batch_of(delivery, batches)
+    return jsonify({"deliveries": deliveries})

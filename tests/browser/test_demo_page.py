@@ -106,5 +106,49 @@ def test_under_collector_dev_a_click_shows_spec_valid_deliveries(tab, dev_demo):
     )
     texts = tab.page.locator("#deliveries > li").all_inner_texts()
     assert all("valid against the vendor spec" in t for t in texts), texts
+    grouped = next(t for t in texts if "add_to_cart" in t and "User Login" in t)  # one batch: both events, both vendors
+    assert "Batch sent at" in grouped and "depict" in grouped.lower() and "commerce" in grouped.lower(), grouped
     assert tab.page.locator("#deliveries .verdict.bad").count() == 0
     assert tab.errors() == 0 and not tab.page_errors and not tab.console_errors
+
+
+def test_deliveries_are_grouped_by_the_batch_with_millisecond_times(tab, recorder):
+    """Deliveries of one batch stand together under the time the page sent it and its events."""
+    batch = {"key": "1764000000.123000", "sent_at": "2025-11-24T16:00:00.123Z", "events": ["add_to_cart", "User Login"]}
+    recorder.deliveries = [
+        {"destination": "commerce", "received_at": "2025-11-24T16:00:00.231Z", "headers": {}, "body": {"name": "User Login"}, "spec_errors": [], "batch": batch},
+        {"destination": "commerce", "received_at": "2025-11-24T16:00:00.229Z", "headers": {}, "body": {"name": "add_to_cart"}, "spec_errors": [], "batch": batch},
+        {"destination": "depict", "received_at": "2025-11-24T16:00:00.226Z", "headers": {}, "body": [{"type": "add_to_cart"}], "spec_errors": [], "batch": batch},
+    ]
+    tab.goto(f"{recorder.base_url}/demo")
+    tab.page.wait_for_selector("#deliveries li.batch")
+    groups = tab.page.locator("#deliveries > li")
+    assert groups.count() == 1
+    text = groups.nth(0).inner_text()
+    assert "Batch sent at 2025-11-24 16:00:00.123 UTC" in text and "add_to_cart, User Login" in text
+    assert groups.nth(0).locator("ul > li").count() == 3 and "16:00:00.226" in text
+
+
+def test_the_status_line_says_when_nothing_was_sent(tab, recorder):
+    """With consent withdrawn, a button says nothing was sent, not that it was queued."""
+    tab.goto(f"{recorder.base_url}/demo")
+    tab.page.uncheck("#consent")
+    tab.page.click("button[data-send='purchase']")
+    status = tab.page.locator("#status").inner_text()
+    assert status.startswith("Nothing sent") and "consent" in status
+    tab.page.check("#consent")
+    tab.page.click("button[data-send='purchase']")
+    assert tab.page.locator("#status").inner_text().startswith("Queued purchase")
+
+
+def test_the_demo_page_fits_a_phone(tab, recorder):
+    """At 390 px wide the page does not scroll sideways, deliveries included."""
+    recorder.deliveries = [
+        {"destination": "depict", "received_at": "2025-11-24T16:00:00.226Z", "headers": {"X-API-KEY": "demo-d…"},
+         "body": [{"type": "purchase", "url": "https://my-store.example/" + "a-very-long-path/" * 20}], "spec_errors": []},
+    ]  # fmt: skip
+    tab.page.set_viewport_size({"width": 390, "height": 844})
+    tab.goto(f"{recorder.base_url}/demo")
+    tab.page.wait_for_selector("#deliveries li.batch")
+    assert tab.page.evaluate("document.documentElement.scrollWidth") <= 390
+
