@@ -107,7 +107,7 @@ def test_under_collector_dev_a_click_shows_spec_valid_deliveries(tab, dev_demo):
     texts = tab.page.locator("#deliveries > li").all_inner_texts()
     assert all("valid against the vendor spec" in t for t in texts), texts
     grouped = next(t for t in texts if "add_to_cart" in t and "User Login" in t)  # one batch: both events, both vendors
-    assert "Batch sent at" in grouped and "depict" in grouped.lower() and "commerce" in grouped.lower(), grouped
+    assert "Batch accepted at" in grouped and "depict" in grouped.lower() and "commerce" in grouped.lower(), grouped
     assert tab.page.locator("#deliveries .verdict.bad").count() == 0
     assert tab.errors() == 0 and not tab.page_errors and not tab.console_errors
 
@@ -125,7 +125,7 @@ def test_deliveries_are_grouped_by_the_batch_with_millisecond_times(tab, recorde
     groups = tab.page.locator("#deliveries > li")
     assert groups.count() == 1
     text = groups.nth(0).inner_text()
-    assert "Batch sent at 2025-11-24 16:00:00.123 UTC" in text and "add_to_cart, User Login" in text
+    assert "Batch accepted at 2025-11-24 16:00:00.123 UTC" in text and "add_to_cart, User Login" in text
     assert groups.nth(0).locator("ul > li").count() == 3 and "16:00:00.226" in text
 
 
