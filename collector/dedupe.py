@@ -44,7 +44,7 @@ TARGET_PER_SHARD = 48  # a Poisson spread around this stays well under Redis' 12
 GROWTH_MARGIN = 2  # room for a generation to take twice its predecessor's traffic before shards outgrow listpacks
 MAX_SHARD_BITS = 24
 FIRST_SHARD_BITS = 6  # a site's first generation starts with 64 shards: a few kilobytes, and room for 3,000 ids
-GROWTH_BITS = 4  # a generation that outgrows its layout adds one with 16 times the shards
+GROWTH_BITS = 2  # a generation that outgrows its layout adds one with 4 times the shards
 FINGERPRINT_BYTES = 8
 
 
