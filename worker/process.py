@@ -30,6 +30,7 @@ from typing import Any
 from redis import Redis, RedisError
 from rq import SimpleWorker, Worker
 from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
+from rq.job_lifecycle import call_exception_handlers
 from rq.scheduler import RQScheduler
 from rq.serializers import JSONSerializer
 from rq.worker import WorkerStatus
@@ -46,7 +47,7 @@ HEARTBEAT_TTL_SECONDS = 10
 MAINTENANCE_SECONDS = 5
 IDLE_WAKE_SECONDS = 1
 RECONNECT_SECONDS = 1.0
-IDLE_STOP_GRACE_SECONDS = 3.0
+IDLE_STOP_GRACE_SECONDS = 8.0  # an idle child takes about 1 s (RQ's scheduler sleeps 1 s between passes); more on a loaded machine
 SUPERVISE_SECONDS = 0.5
 READ_TIMEOUT_SECONDS = 10
 
@@ -66,15 +67,39 @@ class DeliveryWorker(SimpleWorker):
     that came while the worker was idle (it raises ``StopRequested`` and
     ``work()`` just returns), which the process could not tell apart from a
     lost Redis connection.
+
+    With ``ignore_sigint`` (a supervised process) only SIGTERM stops it: a
+    Ctrl-C at the terminal reaches the whole process group, and the
+    supervisor stops its children in order (RQ would take the supervisor's
+    SIGTERM after a SIGINT for a second signal, a cold shutdown).
     """
 
-    def __init__(self, *args: Any, stopping: threading.Event | None = None, **kwargs: Any):
+    def __init__(self, *args: Any, stopping: threading.Event | None = None, ignore_sigint: bool = False, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.stopping = stopping or threading.Event()
+        self.ignore_sigint = ignore_sigint
+
+    def _install_signal_handlers(self) -> None:
+        super()._install_signal_handlers()
+        if self.ignore_sigint:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def request_stop(self, signum: int, frame: Any) -> None:
         self.stopping.set()
-        super().request_stop(signum, frame)
+        try:
+            super().request_stop(signum, frame)
+        finally:
+            if self.ignore_sigint:
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def handle_exception(self, job: Any, *exc_info: Any) -> None:
+        """RQ logs a failed job at ERROR with its traceback; a job whose deliveries will be retried said so in its own line."""
+        from worker.jobs import DeliveriesFailed
+
+        if exc_info and isinstance(exc_info[1], DeliveriesFailed):
+            call_exception_handlers(self._exc_handlers, job, *exc_info)
+            return
+        super().handle_exception(job, *exc_info)
 
     def _start_scheduler(
         self,
@@ -160,8 +185,13 @@ class DeliveryScheduler(RQScheduler):
     """RQ's scheduler process (it puts retries due back on the queue), ended with its worker.
 
     RQ forks it from the worker; a worker killed with SIGKILL would leave it
-    running for good, holding the queue's scheduler lock.
+    running for good, holding the queue's scheduler lock. Its worker stops it
+    with SIGTERM (and waits for it); a Ctrl-C at the terminal is not for it.
     """
+
+    def _install_signal_handlers(self) -> None:
+        super()._install_signal_handlers()
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def work(self) -> None:
         when_parent_dies(self.request_stop)
@@ -171,8 +201,11 @@ class DeliveryScheduler(RQScheduler):
 def run_delivery_process(config: CollectorConfig, redis_url: str, destination: str, supervised: bool = False) -> None:
     """Perform ``destination``'s jobs until SIGTERM/SIGINT (or, ``supervised``, the supervisor's death),
     reconnecting when Redis goes away."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s")
+    from collector.logs import setup_from_environment
+
+    setup_from_environment()
     if supervised:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # its supervisor stops it, with SIGTERM
         when_parent_dies(lambda: os.kill(os.getpid(), signal.SIGTERM))
     logging.getLogger("rq.worker").addFilter(_WithoutMaintenanceChatter())
     redis = worker_redis(redis_url)
@@ -187,6 +220,7 @@ def run_delivery_process(config: CollectorConfig, redis_url: str, destination: s
                 serializer=JSONSerializer,
                 maintenance_interval=MAINTENANCE_SECONDS,
                 stopping=stopping,
+                ignore_sigint=supervised,
             )
             try:
                 worker.work(with_scheduler=True, logging_level="INFO")
@@ -194,7 +228,7 @@ def run_delivery_process(config: CollectorConfig, redis_url: str, destination: s
                 log.warning("worker for %s lost redis (%s); reconnecting", destination, type(error).__name__)
             # between workers, a signal must still stop the process (RQ's handlers point at the old worker)
             signal.signal(signal.SIGTERM, lambda *_: stopping.set())
-            signal.signal(signal.SIGINT, lambda *_: stopping.set())
+            signal.signal(signal.SIGINT, signal.SIG_IGN if supervised else lambda *_: stopping.set())
             stopping.wait(RECONNECT_SECONDS)
     finally:
         runtime.close()
@@ -233,7 +267,15 @@ class Supervisor:
             args=(self._config, self._redis_url, destination, True),
             name=f"deliver-{destination}",
         )
-        child.start()
+        # A spawned Python keeps SIGINT ignored when it starts with it ignored, so a Ctrl-C while it imports
+        # gives no KeyboardInterrupt traceback; blocked meanwhile, a Ctrl-C for this process waits, not lost.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            child.start()
+        finally:
+            signal.signal(signal.SIGINT, handler)
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         self._children[destination] = child
         log.info("delivery process for %s: pid %s", destination, child.pid)
 
@@ -244,7 +286,7 @@ class Supervisor:
         signal.signal(signal.SIGTERM, lambda *_: self._stopping.set())
         signal.signal(signal.SIGINT, lambda *_: self._stopping.set())
         dispatcher = Dispatcher(worker_redis(self._redis_url), self._config.settings.delivery)
-        dispatcher.start_thread()
+        dispatcher_thread = dispatcher.start_thread()
         for destination in DESTINATIONS:
             self._start_child(destination)
         try:
@@ -256,6 +298,7 @@ class Supervisor:
         finally:
             dispatcher.stop()
             self._stop_children()
+            dispatcher_thread.join(timeout=READ_TIMEOUT_SECONDS)  # done with Redis before whoever started it stops it
 
     def _stop_children(self) -> None:
         """SIGTERM every child; one still running after its grace is SIGKILLed.

@@ -57,12 +57,14 @@ def test_an_event_travels_to_both_demo_destinations_spec_valid(dev_server):
 
 def test_dev_stops_its_embedded_redis_on_exit(dev_server):
     """Ctrl-C stops the collector, the worker and the embedded redis-server it started."""
+    import psutil
+
+    servers = [child.pid for child in psutil.Process(dev_server.process.pid).children() if "redis-server" in child.name()]
+    assert len(servers) == 1, servers
+    redis_pid = servers[0]
     dev_server.process.send_signal(signal.SIGINT)
     dev_server.process.wait(timeout=20)
     output = dev_server.log.read_text()
     assert f"open {dev_server.url}/" in output
-    pid_line = [line for line in output.splitlines() if "embedded redis-server pid" in line]
-    assert pid_line, output
-    redis_pid = int(pid_line[0].split("pid ")[1].split()[0])
     with pytest.raises(ProcessLookupError):
         os.kill(redis_pid, 0)

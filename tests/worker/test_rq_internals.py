@@ -15,7 +15,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 import pytest
-from rq import Queue, SimpleWorker
+from rq import Queue, SimpleWorker, job_lifecycle
 from rq.intermediate_queue import IntermediateQueue
 from rq.job import Job
 from rq.scheduler import RQScheduler
@@ -43,12 +43,17 @@ RELIED_ON = [
     (SimpleWorker, "perform_job", ["self", "job", "queue"]),
     (SimpleWorker, "maintain_heartbeats", ["self", "job"]),
     (SimpleWorker, "set_state", ["self", "state"]),
+    (SimpleWorker, "_install_signal_handlers", ["self"]),
+    (SimpleWorker, "handle_exception", ["self", "job"]),
+    (SimpleWorker, "_exc_handlers", None),
+    (job_lifecycle, "call_exception_handlers", ["handlers", "job"]),
     (RQScheduler, "work", ["self"]),
     (RQScheduler, "request_stop", ["self"]),
     (RQScheduler, "acquire_locks", ["self"]),
     (RQScheduler, "enqueue_scheduled_jobs", ["self"]),
     (RQScheduler, "release_locks", ["self"]),
     (RQScheduler, "start", ["self"]),
+    (RQScheduler, "_install_signal_handlers", ["self"]),
     (Job, "retry_intervals", None),
     (Job, "save_meta", ["self"]),
 ]
