@@ -30,13 +30,24 @@ def chromium_available() -> bool:
 
 
 @contextmanager
+def chromium_from(playwright: Any, *extra_args: str) -> Iterator[Any]:
+    """A headless Chromium launched by an already running Playwright driver; closed on the way out.
+
+    One test session runs one Playwright driver (the ``playwright_driver``
+    fixture): a second sync driver in the same process fails ("Sync API
+    inside the asyncio loop").
+    """
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, *extra_args])
+    try:
+        yield browser
+    finally:
+        browser.close()
+
+
+@contextmanager
 def launched_chromium() -> Iterator[Any]:
-    """A headless Chromium driven by Playwright; closed, with Playwright's driver, on the way out."""
+    """A headless Chromium with a Playwright driver of its own (outside pytest: the benches, scripts)."""
     from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with sync_playwright() as playwright, chromium_from(playwright) as browser:
+        yield browser

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis import Redis
@@ -310,6 +311,19 @@ def live_stack_session(
 def live_stack(live_stack_session: LiveStack, depict: DepictStandIn, commerce: CommerceStandIn) -> LiveStack:
     """The live stack with the stand-ins' records and faults cleared."""
     return live_stack_session
+
+
+@pytest.fixture(scope="session")
+def playwright_driver() -> Iterator[Any]:
+    """The session's one Playwright driver (browser tests and the nginx test launch their Chromium from it)."""
+    from tests.chromium import CHROMIUM, chromium_available
+
+    if not chromium_available():
+        pytest.skip(f"browser tests need Debian's Chromium at {CHROMIUM} (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        yield playwright
 
 
 FAULT_FIGURES = pytest.StashKey[list]()

@@ -32,7 +32,7 @@ from werkzeug.serving import make_server
 from collector import snippet
 from collector.collect import grant_cors
 from tests.conftest import running_collector_dev
-from tests.chromium import CHROMIUM, STUB, chromium_available, launched_chromium
+from tests.chromium import STUB, chromium_from
 
 SITE = "test_site"
 REPO = Path(__file__).resolve().parents[2]
@@ -242,11 +242,9 @@ def recorder(recorder_server: Recorder) -> Recorder:
 
 
 @pytest.fixture(scope="session")
-def chromium() -> Iterator[Any]:
+def chromium(playwright_driver: Any) -> Iterator[Any]:
     """Headless Debian Chromium, one for the session."""
-    if not chromium_available():
-        pytest.skip(f"browser tests need Debian's Chromium at {CHROMIUM} (apt-get install chromium)")
-    with launched_chromium() as browser:
+    with chromium_from(playwright_driver) as browser:
         yield browser
 
 

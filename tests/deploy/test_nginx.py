@@ -43,7 +43,7 @@ import psutil
 import pytest
 
 from collector.redis_server import free_port
-from tests.chromium import CHROMIUM, CHROMIUM_ARGS, STUB, chromium_available
+from tests.chromium import CHROMIUM, STUB, chromium_available, chromium_from
 from tests.conftest import ORIGIN, REPO, SITE
 from tests.factories import make_event
 from tests.stack import ServeStack
@@ -261,17 +261,11 @@ def _wait_for_nginx(server: Nginx) -> None:
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
+def browser(playwright_driver: Any) -> Iterator[Any]:
     """Headless Debian Chromium that resolves the shop's names to 127.0.0.1."""
-    from playwright.sync_api import sync_playwright
-
     rules = f"--host-resolver-rules=MAP {SHOP} {VISITOR},MAP *.{SHOP} {VISITOR}"
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, rules])
-        try:
-            yield launched
-        finally:
-            launched.close()
+    with chromium_from(playwright_driver, rules) as launched:
+        yield launched
 
 
 @pytest.fixture
