@@ -5,21 +5,24 @@ The stack's configuration is the tests' sites plus ``[console] token =
 environment. Traffic is sent once per module (:func:`traffic`): delivered
 events, a refused request, and two Commerce deliveries the stand-in answers
 400, which the worker dead-letters at once. The tests also save the
-screenshots the docs show (``docs/console.png``, ``docs/console-mobile.png``).
+screenshots the docs show (``console.png``, ``console-mobile.png``) in
+``$SCREENSHOT_DIR`` when it is set (``SCREENSHOT_DIR=docs`` renews those of
+the README), else in the test's temporary folder.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from tests.browser.conftest import Tab
-from tests.conftest import REPO
 from tests.factories import make_event
 from tests.stack import ORIGIN, SITE, ServeStack
 from tests.stack import config_toml as stack_config_toml
@@ -27,7 +30,7 @@ from worker.dead_letters import DeadLetter
 
 TOKEN = "browser-console-token-0123456789"
 WAIT_SECONDS = 30
-DOCS = REPO / "docs"
+SCREENSHOTS = Path(os.environ["SCREENSHOT_DIR"]) if os.environ.get("SCREENSHOT_DIR") else None
 DELIVERED_BATCHES = 4
 EVENTS_PER_BATCH = 3
 
@@ -165,12 +168,17 @@ def test_the_live_panels_refresh_in_place(console_tab: Tab, stack: ServeStack, t
     assert_no_errors(console_tab)
 
 
-def test_a_dead_letter_is_replayed_by_its_button_and_delivered(console_tab: Tab, stack: ServeStack, traffic: Traffic):
+def screenshot_path(name: str, tmp_path: Path) -> Path:
+    folder = SCREENSHOTS or tmp_path
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / name
+
+
+def test_a_dead_letter_is_replayed_by_its_button_and_delivered(console_tab: Tab, stack: ServeStack, traffic: Traffic, tmp_path: Path):
     """Clicking Replay on a dead letter's row puts it back; the worker delivers it to Commerce and the row is gone."""
     log_in(console_tab, stack)
     page = console_tab.page
-    DOCS.mkdir(exist_ok=True)
-    page.screenshot(path=str(DOCS / "console.png"))
+    page.screenshot(path=str(screenshot_path("console.png", tmp_path)))
     letter = next(letter for letter in traffic.dead if letter.delivery["id"] in {l.delivery["id"] for l in stack.dead_letters()})
     delivery_id, wev_id = letter.delivery["id"], letter.delivery["body"]["id"]
     row = page.locator(f"tr[data-delivery-id='{delivery_id}']")
@@ -186,7 +194,7 @@ def test_a_dead_letter_is_replayed_by_its_button_and_delivered(console_tab: Tab,
     assert_no_errors(console_tab)
 
 
-def test_at_390_px_wide_the_page_never_scrolls_sideways(chromium: Any, stack: ServeStack, traffic: Traffic):
+def test_at_390_px_wide_the_page_never_scrolls_sideways(chromium: Any, stack: ServeStack, traffic: Traffic, tmp_path: Path):
     """On a 390 px phone the page is no wider than the screen: wide tables scroll inside their own box."""
     context = chromium.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=1, is_mobile=True, has_touch=True)
     try:
@@ -203,7 +211,7 @@ def test_at_390_px_wide_the_page_never_scrolls_sideways(chromium: Any, stack: Se
         sizes = page.evaluate("[...document.querySelectorAll('td, p, button')].map(e => parseFloat(getComputedStyle(e).fontSize))")
         assert min(sizes) >= 12
         page.locator("#dead-letters").scroll_into_view_if_needed()
-        page.screenshot(path=str(DOCS / "console-mobile.png"))
+        page.screenshot(path=str(screenshot_path("console-mobile.png", tmp_path)))
         assert_no_errors(tab)
     finally:
         context.close()
