@@ -24,3 +24,16 @@ def make_event(event_type: str = "page_view", **fields) -> dict:
     }
     event.update(fields)
     return event
+
+
+def make_delivery(site: str, destination: str, number: int) -> dict:
+    """A delivery as the outbox and the dead letters hold it, numbered for tests."""
+    return {
+        "id": f"{destination}-{site}-{number}",
+        "site": site,
+        "destination": destination,
+        "headers": {},
+        "body": {"id": f"wev_{number:012d}", "name": "User Login"},
+        "event_ids": [f"event{number:08d}"],
+        "queued_at": 0,
+    }

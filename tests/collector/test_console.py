@@ -16,7 +16,7 @@ from collector.config import ConfigError, ConsoleSettings, parse_config
 from collector.delivery_stats import JobFigures, record_job
 from collector.queue import decode_entry, outbox_key
 from tests.conftest import ORIGIN, OTHER_SITE, SITE, config_toml
-from tests.factories import make_event
+from tests.factories import make_delivery, make_event
 from worker.dead_letters import DeadLetters
 from worker.delivery import Attempt, Outcome
 
@@ -49,24 +49,12 @@ def log_in(client) -> str:
     return re.search(r'name="csrf" value="([^"]+)"', page.get_data(as_text=True)).group(1)
 
 
-def delivery(site: str, destination: str, number: int) -> dict:
-    return {
-        "id": f"{destination}-{site}-{number}",
-        "site": site,
-        "destination": destination,
-        "headers": {},
-        "body": {"id": f"wev_{number:012d}", "name": "User Login"},
-        "event_ids": [f"event{number:08d}"],
-        "queued_at": 0,
-    }
-
-
 @pytest.fixture
 def dead_letters(redis_client) -> DeadLetters:
     """Three dead letters: two 400s of test_store's Commerce, one 401 of other_store's Commerce."""
     letters = DeadLetters(redis_client)
-    letters.add([Attempt(delivery(SITE, "commerce", n), Outcome.DEAD, status=400, answer='{"error": "bad"}') for n in (1, 2)], 1)
-    letters.add([Attempt(delivery(OTHER_SITE, "commerce", 3), Outcome.DEAD, status=401, answer="Unauthorized")], 3)
+    letters.add([Attempt(make_delivery(SITE, "commerce", n), Outcome.DEAD, status=400, answer='{"error": "bad"}') for n in (1, 2)], 1)
+    letters.add([Attempt(make_delivery(OTHER_SITE, "commerce", 3), Outcome.DEAD, status=401, answer="Unauthorized")], 3)
     return letters
 
 
@@ -383,7 +371,7 @@ def test_what_the_panels_show_is_escaped(console, redis_client):
 
     hostile = '<script>alert("x")</script>'
     record_refusal(redis_client, 400, hostile, SITE, {"field": hostile})
-    DeadLetters(redis_client).add([Attempt(delivery(SITE, "depict", 9), Outcome.DEAD, status=422, answer=hostile)], 1)
+    DeadLetters(redis_client).add([Attempt(make_delivery(SITE, "depict", 9), Outcome.DEAD, status=422, answer=hostile)], 1)
     html = console.get("/console/", headers=bearer()).get_data(as_text=True)
     assert hostile not in html and "&lt;script&gt;" in html
 

@@ -7,20 +7,9 @@ import pytest
 from collector.cli import main
 from collector.queue import decode_entry, outbox_key
 from tests.conftest import OTHER_SITE, SITE
+from tests.factories import make_delivery
 from worker.dead_letters import DeadLetters
 from worker.delivery import Attempt, Outcome
-
-
-def delivery(site: str, destination: str, number: int) -> dict:
-    return {
-        "id": f"{destination}-{site}-{number}",
-        "site": site,
-        "destination": destination,
-        "headers": {},
-        "body": {"id": f"wev_{number:012d}", "name": "User Login"},
-        "event_ids": [f"event{number:08d}"],
-        "queued_at": 0,
-    }
 
 
 @pytest.fixture
@@ -28,8 +17,8 @@ def dead_letters(redis_client, redis_url, monkeypatch) -> DeadLetters:
     """Three dead letters: two 401s of other_store's Commerce, one 422 of test_store's Depict."""
     monkeypatch.setenv("REDIS_URL", redis_url)
     letters = DeadLetters(redis_client)
-    letters.add([Attempt(delivery(OTHER_SITE, "commerce", n), Outcome.DEAD, status=401, answer="Unauthorized") for n in (1, 2)], 1)
-    letters.add([Attempt(delivery(SITE, "depict", 3), Outcome.DEAD, status=422, answer="bad")], 1)
+    letters.add([Attempt(make_delivery(OTHER_SITE, "commerce", n), Outcome.DEAD, status=401, answer="Unauthorized") for n in (1, 2)], 1)
+    letters.add([Attempt(make_delivery(SITE, "depict", 3), Outcome.DEAD, status=422, answer="bad")], 1)
     return letters
 
 
