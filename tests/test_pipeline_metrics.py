@@ -62,8 +62,10 @@ def test_counts_equal_what_was_sent_and_delivered(stack: ServeStack):
     assert sample(text, "collector_deliveries_total", site=SITE, destination="commerce", outcome="delivered") == total
     assert sample(text, "collector_deliveries_total", site=SITE, destination="depict", outcome="delivered") == len(stack.depict.accepted)
     assert sample(text, "collector_vendor_answers_total", site=SITE, destination="commerce", **{"class": "2xx"}) == total
-    answers = sum(sample(text, "collector_vendor_answers_total", site=SITE, destination="commerce", **{"class": c}) for c in ("2xx", "4xx", "5xx", "error"))
-    assert len(stack.commerce.requests) >= answers >= total  # an "error" (a dropped connection) has no request recorded
+    by_class = {c: sample(text, "collector_vendor_answers_total", site=SITE, destination="commerce", **{"class": c}) for c in ("2xx", "4xx", "5xx", "error")}
+    answers = sum(by_class.values())
+    # an "error" (a connection refused or timed out) may never have reached the stand-in
+    assert answers - by_class["error"] <= len(stack.commerce.requests) and answers >= total
     assert sample(text, "collector_vendor_answer_seconds_count", destination="commerce") == answers
     assert sample(text, "collector_vendor_answer_seconds_bucket", destination="commerce", le="+Inf") == answers
     assert sample(text, "collector_lag_seconds", destination="commerce") == 0

@@ -6,10 +6,14 @@ It is one small hash per job, ``collector:ledger:<job id>``, of the event ids
 delivered (a Depict delivery is an array of events), written the moment a
 vendor says 2xx, so a worker killed mid-job leaves at most the requests in
 flight unrecorded. A retried run and a run recovered after its worker was
-killed are the same RQ job, so they find it; the job deletes it when it ends
-(delivered, dead-lettered or returned to the outbox), so a delivered event
-holds no Redis at all after its job. It expires anyway after
-``retry_for_seconds`` plus :data:`LEDGER_MARGIN_SECONDS`, should a job vanish.
+killed are the same RQ job, so they find it. When the job ends (delivered,
+dead-lettered or returned to the outbox) the record is kept only
+:data:`LEDGER_GRACE_SECONDS` more: a worker killed after its job's last
+request but before RQ recorded the job as finished leaves it to be run
+again as abandoned, and that run must find everything delivered. So a
+delivered event holds a few bytes of Redis for two minutes, not for hours.
+It expires anyway after ``retry_for_seconds`` plus
+:data:`LEDGER_MARGIN_SECONDS`, should a job vanish.
 
 The send threads of a process share their writes (:class:`GroupCommit`): a
 thread whose vendor said 2xx waits until its mark is in Redis before it
@@ -31,6 +35,7 @@ from collector.config import DeliveryPolicy
 from collector.queue import KEY_PREFIX
 
 LEDGER_MARGIN_SECONDS = 3600
+LEDGER_GRACE_SECONDS = 120  # longer than RQ takes to see a killed job as abandoned and run it again
 
 
 def ledger_seconds(policy: DeliveryPolicy) -> int:
@@ -75,8 +80,8 @@ class DeliveryLedger:
         pipe.execute()
 
     def forget(self, job_key: str) -> None:
-        """The job has ended: nothing of it will run again."""
-        self._redis.delete(ledger_key(job_key))
+        """The job has ended: keep its record only as long as a run of it as abandoned could still come."""
+        self._redis.expire(ledger_key(job_key), LEDGER_GRACE_SECONDS)
 
 
 class _Mark:

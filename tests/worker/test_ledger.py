@@ -11,7 +11,7 @@ from collector.config import CollectorConfig
 from collector.extensions import connect_redis
 from collector.redis_server import free_port
 from tests.conftest import SITE
-from worker.ledger import DeliveryLedger, GroupCommit, ledger_key, ledger_seconds
+from worker.ledger import LEDGER_GRACE_SECONDS, DeliveryLedger, GroupCommit, ledger_key, ledger_seconds
 
 THREADS = 32
 
@@ -31,13 +31,14 @@ def test_a_retried_delivery_is_trimmed_to_the_events_not_yet_delivered(redis_cli
 
 
 def test_a_job_forgets_its_record_when_it_ends(redis_client, site_config: CollectorConfig):
-    """Once its job ends, a delivered event holds nothing in Redis; an abandoned record expires after the retry window."""
+    """Once its job ends, a record lives only a short grace (for a re-run of a job killed as it ended); else the retry window."""
     policy = site_config.settings.delivery
     ledger = DeliveryLedger(redis_client, ledger_seconds(policy))
     ledger.mark_delivered([("job-1", depict_delivery("event-a1"))])
     assert policy.retry_for_seconds < redis_client.ttl(ledger_key("job-1")) <= ledger_seconds(policy)
     ledger.forget("job-1")
-    assert not redis_client.exists(ledger_key("job-1"))
+    assert 0 < redis_client.ttl(ledger_key("job-1")) <= LEDGER_GRACE_SECONDS
+    assert ledger.undelivered("job-1", [depict_delivery("event-a1")]) == [], "a re-run within the grace skips it"
 
 
 def _mark_from_threads(marks: GroupCommit, check) -> list:
