@@ -278,7 +278,7 @@ class ServeStack:
                 process.kill()
                 process.wait(timeout=5)
             for child in family[process.pid]:
-                _kill_if_alive(child)
+                kill_if_alive(child)
         self._processes.clear()
         if self._redis_server is not None:
             self._redis_server.stop()
@@ -323,7 +323,7 @@ def _descendants(pid: int) -> list[psutil.Process]:
         return []
 
 
-def _kill_if_alive(process: psutil.Process) -> None:
+def kill_if_alive(process: psutil.Process) -> None:
     """SIGKILL a child we started if it outlived its parent's shutdown (psutil checks the PID was not reused)."""
     try:
         process.wait(timeout=2)

@@ -46,7 +46,7 @@ from collector.redis_server import free_port
 from tests.chromium import CHROMIUM, STUB, chromium_available, chromium_from
 from tests.conftest import ORIGIN, REPO, SITE
 from tests.factories import make_event
-from tests.stack import ServeStack
+from tests.stack import ServeStack, kill_if_alive
 from tests.stack import config_toml as stack_config_toml
 from tests.vendors import ReceivedRequest
 
@@ -188,15 +188,7 @@ def _stop_nginx(process: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             continue
     for worker in workers:
-        try:
-            worker.wait(timeout=2)
-        except psutil.TimeoutExpired:
-            try:
-                worker.kill()
-            except psutil.Error:
-                pass
-        except psutil.Error:
-            pass
+        kill_if_alive(worker)
 
 
 @pytest.fixture(scope="module")
