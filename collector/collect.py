@@ -69,8 +69,8 @@ def _budgets(site: Site, context: RequestContext) -> list[Budget]:
     """The per-minute budgets a batch is charged to: the site's, and its visitor's."""
     limits = site.limits
     return [
-        minute_budget(f"{site.name}:site", limits.events_per_minute),
-        minute_budget(f"{site.name}:visitor:{context.visitor_id}", limits.visitor_events_per_minute),
+        minute_budget(f"{site.name}:site", limits.events_per_minute, "for the whole site"),
+        minute_budget(f"{site.name}:visitor:{context.visitor_id}", limits.visitor_events_per_minute, "per visitor"),
     ]
 
 
@@ -89,9 +89,8 @@ def _enqueue(site: Site, events: list[dict[str, Any]], context: RequestContext) 
             already_seen = set(outbox.try_enqueue(site.name, event_ids, deliveries, budgets, tail_entry(site.name, events)))
         except OverBudget as over:
             metrics.EVENTS.labels(site.name, "over_budget").inc(len(events))
-            which = "per visitor" if ":visitor:" in over.budget.key else "for the whole site"
             raise BudgetExceeded(
-                f"over this site's budget of {over.budget.limit} events per minute {which}; "
+                f"over this site's budget of {over.budget.limit} events per minute {over.budget.scope}; "
                 "retry after Retry-After seconds",
                 headers={"Retry-After": str(over.retry_after_seconds)},
             ) from None

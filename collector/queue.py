@@ -158,6 +158,7 @@ class Budget:
     key: str
     limit: int
     resets_at: float
+    scope: str = ""  # what it limits, as the refusal says it: "per visitor", "for the whole site"
 
     @property
     def key_seconds(self) -> int:
@@ -176,10 +177,10 @@ class OverBudget(Exception):
         return max(1, math.ceil(self.budget.resets_at - time.time()))
 
 
-def minute_budget(name: str, limit: int, now: float | None = None) -> Budget:
+def minute_budget(name: str, limit: int, scope: str = "", now: float | None = None) -> Budget:
     """A budget of ``limit`` events in the current clock minute, named ``name``."""
     minute = int((time.time() if now is None else now) // 60)
-    return Budget(f"{KEY_PREFIX}budget:{name}:{minute}", limit, (minute + 1) * 60.0)
+    return Budget(f"{KEY_PREFIX}budget:{name}:{minute}", limit, (minute + 1) * 60.0, scope)
 
 
 class Outbox:
