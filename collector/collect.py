@@ -20,27 +20,19 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 from marshmallow import ValidationError
-from redis import RedisError
 
-from collector import defaults, metrics
-from collector.account_fields import refused_account_fields
+from collector import metrics
 from collector.config import Site
 from collector.enrich import RequestContext, context_from_request, global_privacy_control
-from collector.errors import BadRequest, BudgetExceeded, EventsRejected, OriginNotAllowed, QueueUnavailable, UnknownSite
-from collector.event_check import check_events
+from collector.errors import BadRequest, EventsRejected, OriginNotAllowed, UnknownSite
 from collector.extensions import collector_state
 from collector.inbound import load_envelope
-from collector.live_tail import record_refusal, tail_entry
-from collector.queue import Budget, OverBudget, minute_budget
+from collector.intake import VisitorEvents, check_batch, check_web_event_budget, count_outcome, queue_batch, without_repeats
+from collector.live_tail import record_refusal
 from collector.request_body import may_hold_lone_surrogates, parse_json, read_body
-from collector.routing import build_deliveries, routes_to_commerce
 
 log = logging.getLogger(__name__)
 bp = Blueprint("collect", __name__)
-
-# A batch can meet ids claimed by a concurrent request between our tries;
-# three tries settle any realistic race.
-_ENQUEUE_TRIES = 3
 
 
 def _site_named(name: str) -> Site:
@@ -54,94 +46,6 @@ def _check_origin(site: Site) -> None:
     origin = request.headers.get("Origin")
     if origin and site.origins and origin not in site.origins:
         raise OriginNotAllowed(f"origin {origin!r} is not configured for site {site.name!r}")
-
-
-def _without_repeats(events: list[dict[str, Any]], seen: set[str]) -> list[dict[str, Any]]:
-    unique = []
-    for event in events:
-        if event["id"] not in seen:
-            seen.add(event["id"])
-            unique.append(event)
-    return unique
-
-
-def _budgets(site: Site, context: RequestContext) -> list[Budget]:
-    """The per-minute budgets a batch is charged to: the site's, and its visitor's."""
-    limits = site.limits
-    return [
-        minute_budget(f"{site.name}:site", limits.events_per_minute, "for the whole site"),
-        minute_budget(f"{site.name}:visitor:{context.visitor_id}", limits.visitor_events_per_minute, "per visitor"),
-    ]
-
-
-def _enqueue(site: Site, events: list[dict[str, Any]], context: RequestContext) -> int:
-    """Queue the events' deliveries; return how many events were new."""
-    outbox = collector_state().outbox
-    budgets = _budgets(site, context)
-    for _ in range(_ENQUEUE_TRIES):
-        if not events:
-            return 0
-        deliveries = build_deliveries(site, events, context)
-        if not deliveries:
-            return len(events)
-        try:
-            event_ids = [event["id"] for event in events]
-            already_seen = set(outbox.try_enqueue(site.name, event_ids, deliveries, budgets, tail_entry(site.name, events)))
-        except OverBudget as over:
-            metrics.EVENTS.labels(site.name, "over_budget").inc(len(events))
-            raise BudgetExceeded(
-                f"over this site's budget of {over.budget.limit} events per minute {over.budget.scope}; "
-                "retry after Retry-After seconds",
-                headers={"Retry-After": str(over.retry_after_seconds)},
-            ) from None
-        except RedisError as error:
-            log.warning("redis unavailable while queueing for site %s: %s", site.name, type(error).__name__)
-            raise QueueUnavailable(headers={"Retry-After": str(defaults.RETRY_AFTER_WHEN_UNAVAILABLE_SECONDS)}) from None
-        if not already_seen:
-            return len(events)
-        events = [event for event in events if event["id"] not in already_seen]
-    raise QueueUnavailable(headers={"Retry-After": "1"})
-
-
-def _check_web_event_budget(site: Site, events: list[dict[str, Any]]) -> None:
-    """Each Web Event is one Commerce API call with the site's key: a request may carry only so many."""
-    web_events = sum(1 for event in events if routes_to_commerce(site, event["type"]))
-    limit = site.limits.web_events_per_request
-    if web_events > limit:
-        metrics.EVENTS.labels(site.name, "over_budget").inc(len(events))
-        raise BudgetExceeded(
-            f"this request holds {web_events} Web Events; site {site.name!r} takes at most {limit} per request",
-            details={"web_events": web_events, "web_events_per_request": limit},
-            headers={"Retry-After": str(defaults.RETRY_AFTER_OVER_REQUEST_BUDGET_SECONDS)},
-        )
-
-
-def _without_refused_accounts(
-    site: Site, events: list[dict[str, Any]], indices: list[int]
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Drop the events whose Commerce Account holds fields the site does not accept from a browser."""
-    if site.commerce is None:
-        return events, []
-    kept, refused = [], []
-    for event, index in zip(events, indices):
-        account = (event.get("props") or {}).get("account")
-        errors = refused_account_fields(account, site.commerce.account_fields) if account is not None else None
-        if errors:
-            refused.append({"index": index, "id": event["id"], "errors": {"props": {"account": errors}}})
-        else:
-            kept.append(event)
-    return kept, refused
-
-
-def _checked_events(site: Site, raw_events: list[Any], raw_body: bytes) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The batch's events to queue, and the refused ones with their reasons, by index."""
-    events, rejected = check_events(raw_events, screen_text=may_hold_lone_surrogates(raw_body))
-    refused_indices = {item["index"] for item in rejected}
-    indices = [index for index in range(len(raw_events)) if index not in refused_indices]
-    events, refused = _without_refused_accounts(site, events, indices)
-    if refused:
-        rejected = sorted(rejected + refused, key=lambda item: item["index"])
-    return events, rejected
 
 
 def _privacy_forbids(site: Site, envelope: dict[str, Any]) -> bool:
@@ -232,25 +136,21 @@ def collect() -> tuple[Response, int]:
     site = _site_named(envelope["site"])
     g.site_name = site.name
     _check_origin(site)
-    events, rejected = _checked_events(site, envelope["events"], raw_body)
+    events, rejected = check_batch(site, envelope["events"], may_hold_lone_surrogates(raw_body))
     g.rejected = rejected
     if not events:
-        metrics.EVENTS.labels(site.name, "rejected").inc(len(rejected))
+        count_outcome(site, 0, 0, len(rejected), 0)
         raise EventsRejected(details={"rejected": rejected})
 
-    unique = _without_repeats(events, set())
+    unique = without_repeats(events)
     if _privacy_forbids(site, envelope):
         accepted, dropped = 0, len(unique)
     else:
-        _check_web_event_budget(site, unique)
+        check_web_event_budget(site, unique)
         context = context_from_request(request, settings.cookie.name, unique[0].get("anonymous_id"))
-        accepted, dropped = _enqueue(site, unique, context), 0
+        accepted, dropped = queue_batch(site, [VisitorEvents(context, unique)], context.visitor_id), 0
     duplicates = len(events) - accepted - dropped
-
-    metrics.EVENTS.labels(site.name, "accepted").inc(accepted)
-    metrics.EVENTS.labels(site.name, "duplicate").inc(duplicates)
-    metrics.EVENTS.labels(site.name, "rejected").inc(len(rejected))
-    metrics.EVENTS.labels(site.name, "dropped_for_privacy").inc(dropped)
+    count_outcome(site, accepted, duplicates, len(rejected), dropped)
     metrics.LATENCY.observe(time.perf_counter() - started)
 
     body = {"accepted": accepted, "duplicates": duplicates, "rejected": rejected}
