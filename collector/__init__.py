@@ -55,6 +55,7 @@ def _bind_extensions(app: Flask, site_config: CollectorConfig) -> None:
     from collector.errors import register_error_handlers
     from collector.extensions import CollectorState, connect_redis, limiter, limiter_timeout, queue_timeout
     from collector.queue import Outbox
+    from collector.sources.api import write_key_index
 
     redis = connect_redis(app.config["REDIS_URL"], queue_timeout(site_config.settings))
     app.extensions["collector"] = CollectorState(
@@ -62,6 +63,7 @@ def _bind_extensions(app: Flask, site_config: CollectorConfig) -> None:
         redis=redis,
         outbox=Outbox(redis, site_config.settings.dedupe_window_seconds),
         allowed_origins=frozenset(origin for site in site_config.sites.values() for origin in site.origins),
+        write_keys=write_key_index(site_config.sites),
     )
     limiter_redis = connect_redis(app.config["REDIS_URL"], limiter_timeout(site_config.settings))
     app.config.setdefault("RATELIMIT_STORAGE_OPTIONS", {"connection_pool": limiter_redis.connection_pool})
@@ -71,8 +73,9 @@ def _bind_extensions(app: Flask, site_config: CollectorConfig) -> None:
 
 def _register_blueprints(app: Flask) -> None:
     from collector import collect, health, metrics, openapi, snippet
+    from collector.sources import api as sources
 
-    for module in (collect, snippet, openapi, health, metrics):
+    for module in (collect, sources, snippet, openapi, health, metrics):
         app.register_blueprint(module.bp)
     if app.config["DEMO"]:
         from collector import demo

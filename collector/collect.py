@@ -68,7 +68,9 @@ def _set_visitor_cookie(response: Response, context: RequestContext) -> None:
     )
 
 
-def grant_cors(response: Response, origin: str) -> Response:
+def grant_cors(
+    response: Response, origin: str, allow_headers: str = "Content-Type", allow_methods: str = "POST, OPTIONS"
+) -> Response:
     """Let pages of ``origin`` read our answers, Retry-After included, and send the visitor cookie along.
 
     The collector usually sits on another origin than the page
@@ -78,8 +80,8 @@ def grant_cors(response: Response, origin: str) -> Response:
     """
     response.headers["Access-Control-Allow-Origin"] = origin
     response.headers["Access-Control-Allow-Credentials"] = "true"
-    response.headers["Access-Control-Allow-Headers"] = "Content-Type"
-    response.headers["Access-Control-Allow-Methods"] = "POST, OPTIONS"
+    response.headers["Access-Control-Allow-Headers"] = allow_headers
+    response.headers["Access-Control-Allow-Methods"] = allow_methods
     response.headers["Access-Control-Expose-Headers"] = "Retry-After"
     response.headers["Access-Control-Max-Age"] = "86400"
     response.vary.add("Origin")

@@ -64,6 +64,21 @@ class SiteLimits:
 
 
 @dataclass(frozen=True)
+class Sources:
+    """Segment and RudderStack clients that send to this site (``/v1/...``), by their write keys.
+
+    ``write_keys`` are public (they are in the page), so what they send is
+    treated as a browser's; ``server_write_keys`` are secret, accepted only
+    as HTTP Basic auth from a shop's backend, which may send other
+    visitors' events in one batch and say who they are in ``context``.
+    """
+
+    write_keys: tuple[str, ...] = ()
+    server_write_keys: tuple[str, ...] = field(default=(), repr=False)
+    event_types: Mapping[str, str] = field(default_factory=lambda: dict(defaults.SOURCE_EVENT_TYPES))
+
+
+@dataclass(frozen=True)
 class Site:
     name: str
     origins: tuple[str, ...] = ()
@@ -72,6 +87,7 @@ class Site:
     limits: SiteLimits = field(default_factory=SiteLimits)
     depict: DepictDestination | None = None
     commerce: CommerceDestination | None = None
+    sources: Sources = field(default_factory=Sources)
 
 
 @dataclass(frozen=True)
@@ -191,6 +207,41 @@ class LimitsSchema(Schema):
         return SiteLimits(**data)
 
 
+def _write_keys() -> fields.List:
+    return fields.List(
+        fields.String(
+            validate=validate.Regexp(
+                r"^[\x21-\x39\x3b-\x7e]{1,200}$",
+                error="must be 1-200 printable ASCII characters without spaces or ':' (it is an HTTP Basic auth user)",
+            )
+        )
+    )
+
+
+class SourcesSchema(Schema):
+    write_keys = _write_keys()
+    server_write_keys = _write_keys()
+    events = fields.Dict(
+        keys=fields.String(validate=validate.Length(min=1, max=defaults.MAX_EVENT_NAME_LENGTH)),
+        values=fields.String(
+            validate=validate.OneOf(
+                ("", *defaults.DEPICT_EVENT_TYPES),
+                error=f"must be a Depict event type ({', '.join(defaults.DEPICT_EVENT_TYPES)}), "
+                'or "" to send the event to Commerce only',
+            )
+        ),
+    )
+
+    @post_load
+    def _make(self, data: dict[str, Any], **_: Any) -> Sources:
+        event_types = {**defaults.SOURCE_EVENT_TYPES, **data.get("events", {})}
+        return Sources(
+            write_keys=tuple(data.get("write_keys", ())),
+            server_write_keys=tuple(data.get("server_write_keys", ())),
+            event_types={name: kind for name, kind in event_types.items() if kind},
+        )
+
+
 class SiteSchema(Schema):
     origins = fields.List(fields.String(validate=validate.Regexp(r"^https?://[^/]+$", error="must be scheme://host[:port] with no path")))
     require_consent = fields.Boolean()
@@ -198,6 +249,7 @@ class SiteSchema(Schema):
     limits = fields.Nested(LimitsSchema)
     depict = fields.Nested(DepictSchema)
     commerce = fields.Nested(CommerceSchema)
+    sources = fields.Nested(SourcesSchema)
 
 
 class CookieSchema(Schema):
@@ -272,6 +324,20 @@ class ConfigSchema(Schema):
         required=True,
         validate=validate.Length(min=1, error="define at least one site"),
     )
+
+    @validates_schema(skip_on_field_errors=True)
+    def _write_keys_unique(self, data: dict[str, Any], **_: Any) -> None:
+        """A write key selects one site: the same key twice would send a shop's events to the wrong one."""
+        owners: dict[str, str] = {}
+        for site_name, site in data.get("sites", {}).items():
+            sources = site.get("sources")
+            for key in (*sources.write_keys, *sources.server_write_keys) if sources else ():
+                if key in owners:
+                    raise ValidationError(
+                        f"a write key is listed twice (in {owners[key]} and {site_name}): each must select one site",
+                        "sites",
+                    )
+                owners[key] = site_name
 
 
 def interpolate_env(node: Any, environ: Mapping[str, str], path: str = "") -> tuple[Any, list[str]]:

@@ -61,6 +61,27 @@ DEFAULT_VISITOR_EVENTS_PER_MINUTE = 600
 # What of a Commerce Account a browser may send (dotted paths; an id in place of an object is its ".id").
 DEFAULT_ACCOUNT_FIELDS: frozenset[str] = frozenset({"id", "anonymousIds", "consumer.id", "lead.id"})
 
+# Segment and RudderStack clients (``/v1/...``, collector/sources/).
+# Their e-commerce spec's event names -> Depict types; a site's
+# [sites.NAME.sources.events] table adds to it or overrides it.
+SOURCE_EVENT_TYPES: dict[str, str] = {
+    "Product Viewed": "page_view",
+    "Product Clicked": "click",
+    "Product Added": "add_to_cart",
+    "Order Completed": "purchase",
+}
+# Calls other than track() reach Commerce as Web Events named so; page() is a Depict page_view.
+SOURCE_CALL_NAMES: dict[str, str] = {
+    "page": "page_view",
+    "screen": "Screen Viewed",
+    "identify": "Identify",
+    "group": "Group",
+    "alias": "Alias",
+}
+MAX_SOURCE_BATCH_BYTES = 500 * 1024  # Segment's HTTP API: 500 KB per batch
+MAX_SOURCE_MESSAGE_BYTES = 32 * 1024  # and 32 KB per message
+MAX_ORDER_PRODUCTS = 100  # products of one Order Completed; each is one Depict purchase
+
 # Every Redis key of the collector starts with this.
 REDIS_KEY_PREFIX = "collector:"
 

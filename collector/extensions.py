@@ -9,7 +9,8 @@ budget as timeout (:func:`limiter_timeout`); when that Redis is down or
 stalled the limiter falls back to
 per-process memory instead of failing the request, so a Redis outage shows
 as the collector's own 503 ("retry later"), never as a limiter 500. Every
-endpoint but ``/collect`` is filtered out before the limiter looks at its
+endpoint but the ingestion ones (``/collect`` and the Segment/RudderStack
+``/v1/...`` posts) is filtered out before the limiter looks at its
 storage, so ``/healthz`` never waits on Redis.
 
 The limiter writes no ``X-RateLimit-*`` headers: the snippet does not read
@@ -17,7 +18,7 @@ them, and they cost two more Redis round trips on every request (and put a
 ``Retry-After`` on accepted answers). A refused request gets ``Retry-After``
 from :func:`seconds_until_allowed`.
 
-The limit (``rate_limit`` in the config) applies to ``POST /collect`` only.
+The limit (``rate_limit`` in the config) applies to the ingestion endpoints only.
 It is given as the app's default limit, with every other endpoint filtered
 out, rather than with ``@limiter.limit`` on the view: flask-limiter evaluates
 a decorated view's limits twice per request (in its ``before_request`` hook
@@ -29,6 +30,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from flask import current_app, request
@@ -39,7 +41,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from collector import defaults
-from collector.config import CollectorConfig, CollectorSettings
+from collector.config import CollectorConfig, CollectorSettings, Site
 from collector.queue import Outbox
 
 
@@ -47,8 +49,11 @@ def _collect_limit() -> str:
     return collector_state().config.settings.rate_limit
 
 
-def _not_collect() -> bool:
-    return request.endpoint != "collect.collect"
+_RATE_LIMITED_ENDPOINTS = frozenset({"collect.collect", "sources.single", "sources.batch"})
+
+
+def _not_ingestion() -> bool:
+    return request.endpoint not in _RATE_LIMITED_ENDPOINTS
 
 
 def client_address_key() -> str:
@@ -72,7 +77,7 @@ limiter = Limiter(
     swallow_errors=True,
     strategy="fixed-window",
 )
-limiter.request_filter(_not_collect)
+limiter.request_filter(_not_ingestion)
 
 
 @dataclass(frozen=True)
@@ -83,6 +88,7 @@ class CollectorState:
     redis: Redis
     outbox: Outbox
     allowed_origins: frozenset[str]
+    write_keys: Mapping[str, tuple[Site, bool]]  # Segment/RudderStack write key -> (site, is a server key)
 
 
 def queue_timeout(settings: CollectorSettings) -> float:

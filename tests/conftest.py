@@ -39,6 +39,9 @@ SITE = "test_store"
 OTHER_SITE = "other_store"
 CONSENT_SITE = "consent_store"
 ORIGIN = "https://shop.example"
+BROWSER_WRITE_KEY = "wk_browser_test_store"  # Segment/RudderStack write keys of test_store (collector/sources)
+SERVER_WRITE_KEY = "wk_server_test_store"
+CONSENT_WRITE_KEY = "wk_browser_consent_store"
 
 
 def _with_db(url: str, db: int) -> str:
@@ -106,8 +109,9 @@ def config_toml(
     retry_for_seconds: int = 60,
     account_fields: tuple[str, ...] = ("id", "anonymousIds", "consumer", "lead"),
 ) -> str:
-    """Three sites on the stand-ins: test_store (both vendors, generous budgets, whole Accounts allowed),
-    other_store (a wrong Commerce key, default budgets and account fields), consent_store (requires consent)."""
+    """Three sites on the stand-ins: test_store (both vendors, generous budgets, whole Accounts allowed,
+    Segment/RudderStack write keys), other_store (a wrong Commerce key, default budgets and account fields),
+    consent_store (requires consent)."""
     allowed = ", ".join(f'"{name}"' for name in account_fields)
     return f"""
 [collector]
@@ -129,6 +133,10 @@ web_events_per_request = {web_events_per_request}
 events_per_minute = 10000000
 visitor_events_per_minute = 1000000
 
+[sites.{SITE}.sources]
+write_keys = ["{BROWSER_WRITE_KEY}"]
+server_write_keys = ["{SERVER_WRITE_KEY}"]
+
 [sites.{SITE}.depict]
 url = "{depict_url}"
 api_key = "${{TEST_DEPICT_KEY}}"
@@ -148,6 +156,9 @@ events = ["User Login"]
 [sites.{CONSENT_SITE}]
 origins = ["{ORIGIN}"]
 require_consent = true
+
+[sites.{CONSENT_SITE}.sources]
+write_keys = ["{CONSENT_WRITE_KEY}"]
 
 [sites.{CONSENT_SITE}.commerce]
 url = "{commerce_url}"

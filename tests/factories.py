@@ -37,3 +37,19 @@ def make_delivery(site: str, destination: str, number: int) -> dict:
         "event_ids": [f"event{number:08d}"],
         "queued_at": 0,
     }
+
+
+def make_segment_message(call: str = "track", **fields) -> dict:
+    """A message as Segment's analytics-next sends it (``messageId`` fresh), for the ``/v1/...`` endpoints."""
+    message = {
+        "type": call,
+        "messageId": "ajs-next-" + secrets.token_hex(16),
+        "anonymousId": "1b7c0b4e-8a1e-4e9a-9e52-6a4c3f1f0f11",
+        "context": {
+            "page": {"url": "https://shop.example/p/keyboard", "referrer": "https://www.google.com/", "path": "/p/keyboard"},
+            "userAgent": "Mozilla/5.0 (what the page says)",
+        },
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()),
+    }
+    message.update(fields)
+    return message

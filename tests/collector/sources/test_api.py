@@ -1,0 +1,229 @@
+"""``/v1/...``: what Segment's and RudderStack's clients get back, and what lands in Redis."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+
+import pytest
+
+from collector import create_app
+from collector.config import parse_config
+from tests.collector.test_collect import queued
+from tests.conftest import BROWSER_WRITE_KEY, CONSENT_SITE, CONSENT_WRITE_KEY, ORIGIN, SERVER_WRITE_KEY, SITE
+from tests.factories import make_segment_message
+
+BROWSER_UA = "Mozilla/5.0 (X11; Linux x86_64) Chrome/156"
+
+
+def basic(write_key: str) -> str:
+    return "Basic " + base64.b64encode(f"{write_key}:".encode()).decode()
+
+
+def send(client, path: str, body, write_key: str | None = BROWSER_WRITE_KEY, auth: str | None = None, **headers):
+    """POST as analytics-next does: text/plain JSON with the write key in the body, from the shop's page."""
+    if isinstance(body, dict) and write_key is not None:
+        body = {**body, "writeKey": write_key}
+    data = body if isinstance(body, bytes) else json.dumps(body)
+    sent = {"Origin": ORIGIN, "User-Agent": BROWSER_UA, "Content-Type": "text/plain", **headers}
+    if auth:
+        sent["Authorization"] = auth
+    return client.post(path, data=data, headers=sent)
+
+
+def test_a_track_call_is_accepted_as_segment_answers_and_queued_for_both_vendors(client, redis_client):
+    message = make_segment_message(event="Product Viewed", properties={"product_id": "KB-1", "price": 99})
+    response = send(client, "/v1/t", message)
+    assert response.status_code == 200, response.json
+    assert response.json == {"success": True, "accepted": 1, "duplicates": 0, "rejected": []}
+    [depict] = queued(redis_client)
+    assert depict["body"][0]["type"] == "page_view" and depict["body"][0]["product_id"] == "KB-1"
+    assert depict["body"][0]["url"] == "https://shop.example/p/keyboard"
+    assert depict["headers"]["User-Agent"] == BROWSER_UA, "a browser's User-Agent comes from the request, not from context"
+    [commerce] = queued(redis_client, destination="commerce")
+    assert commerce["body"]["anonymousId"] == message["anonymousId"]
+
+
+def test_a_resent_message_id_is_queued_once(client, redis_client):
+    message = make_segment_message(event="Product Added", properties={"product_id": "KB-1"})
+    assert send(client, "/v1/track", message).json["accepted"] == 1
+    again = send(client, "/v1/track", message)
+    assert again.status_code == 200 and again.json["duplicates"] == 1
+    assert len(queued(redis_client)) == 1 and len(queued(redis_client, destination="commerce")) == 1
+
+
+def test_a_page_call_without_type_on_the_page_path_is_a_page_view(client, redis_client):
+    message = make_segment_message(name="Home")
+    del message["type"]
+    assert send(client, "/v1/page", message).status_code == 200
+    assert queued(redis_client)[0]["body"][0]["type"] == "page_view"
+
+
+def test_rudderstack_sends_its_write_key_as_basic_auth(client, redis_client):
+    response = send(client, "/v1/track", make_segment_message(event="Signed Up"), write_key=None, auth=basic(BROWSER_WRITE_KEY),
+                    AnonymousId=base64.b64encode(b"anon").decode())  # fmt: skip
+    assert response.status_code == 200 and response.json["accepted"] == 1
+    assert queued(redis_client, destination="commerce")[0]["body"]["name"] == "Signed Up"
+
+
+def test_a_beacon_batch_carries_the_write_key_in_the_query(client):
+    body = json.dumps({"batch": [make_segment_message(event="Left")]}).encode()
+    response = send(client, f"/beacon/v1/batch?writeKey={BROWSER_WRITE_KEY}", body, write_key=None)
+    assert response.status_code == 200 and response.json["accepted"] == 1
+
+
+def test_a_backends_gzip_batch_speaks_for_each_visitor(client, redis_client):
+    """A server key's batch holds many visitors: each one's IP, User-Agent and page come from its context."""
+    orders = [
+        make_segment_message(event="Order Completed", userId=f"user-{n}", anonymousId=None,
+                             properties={"order_id": f"o-{n}", "currency": "SEK", "products": [{"product_id": f"P{n}", "price": n}]},
+                             context={"ip": f"203.0.113.{n}", "userAgent": f"Mozilla/5.0 visitor {n}",
+                                      "page": {"url": f"https://shop.example/checkout/{n}"}})
+        for n in (1, 2)
+    ]  # fmt: skip
+    body = gzip.compress(json.dumps({"batch": orders}).encode())
+    response = send(client, "/v1/batch", body, write_key=None, auth=basic(SERVER_WRITE_KEY), **{"Content-Encoding": "gzip"})
+    assert response.status_code == 200 and response.json["accepted"] == 2, response.json
+    depict = queued(redis_client)
+    assert [(d["headers"]["X-Forwarded-For"], d["headers"]["User-Agent"], d["body"][0]["user_id"]) for d in depict] == [
+        ("203.0.113.1", "Mozilla/5.0 visitor 1", "user-1"),
+        ("203.0.113.2", "Mozilla/5.0 visitor 2", "user-2"),
+    ]
+    assert [d["body"][0]["type"] for d in depict] == ["purchase", "purchase"]
+
+
+def test_a_server_key_is_refused_anywhere_but_basic_auth(client, redis_client):
+    response = send(client, "/v1/t", make_segment_message(event="X"), write_key=SERVER_WRITE_KEY)
+    assert response.status_code == 401 and response.json["code"] == "invalid_write_key"
+    assert not queued(redis_client, destination="commerce")
+
+
+def test_an_unknown_write_key_answers_as_segment_does(client):
+    response = send(client, "/v1/t", make_segment_message(event="X"), write_key="nobody")
+    assert response.status_code == 401
+    assert response.json["success"] is False and response.json["message"] == "unknown write key"
+
+
+def test_a_batch_over_500_kb_is_a_400_not_a_5xx(client):
+    body = json.dumps({"batch": [make_segment_message(event="X", properties={"pad": "x" * 20_000}) for _ in range(30)],
+                       "writeKey": BROWSER_WRITE_KEY}).encode()  # fmt: skip
+    response = send(client, "/v1/batch", body, write_key=None)
+    assert response.status_code == 400 and "500 KB" in response.json["message"]
+
+
+def test_a_gzip_bomb_is_refused_once_it_inflates_past_500_kb(client):
+    bomb = gzip.compress(b'{"batch": [' + b" " * 5_000_000 + b"]}")
+    response = send(client, "/v1/batch", bomb, write_key=None, auth=basic(BROWSER_WRITE_KEY), **{"Content-Encoding": "gzip"})
+    assert response.status_code == 400 and "inflated" in response.json["message"]
+
+
+def test_a_message_over_32_kb_is_refused_by_index_and_the_rest_queued(client):
+    batch = [make_segment_message(event="Huge", properties={"pad": "x" * 33_000}), make_segment_message(event="Fine")]
+    response = send(client, "/v1/batch", {"batch": batch})
+    assert response.status_code == 200 and response.json["accepted"] == 1
+    assert response.json["rejected"] == [
+        {"index": 0, "messageId": batch[0]["messageId"], "errors": {"_schema": ["a message may be at most 32 KB"]}}
+    ]
+
+
+def test_a_batch_with_no_valid_message_is_a_400_naming_each(client, redis_client):
+    response = send(client, "/v1/batch", {"batch": [{"type": "track"}, "nonsense"]})
+    assert response.status_code == 400 and response.json["code"] == "invalid_request"
+    assert [item["index"] for item in response.json["error"]["details"]["rejected"]] == [0, 1]
+    assert not queued(redis_client, destination="commerce")
+
+
+@pytest.mark.parametrize("body", [b"{not json", b"[1, 2]", b'{"batch": "no"}', b'{"batch": []}'])
+def test_unusable_bodies_are_400s(client, body):
+    response = send(client, "/v1/batch", body, write_key=None, auth=basic(BROWSER_WRITE_KEY))
+    assert response.status_code == 400 and response.json["success"] is False
+
+
+def test_a_page_of_another_origin_is_refused(client):
+    response = send(client, "/v1/t", make_segment_message(event="X"), Origin="https://evil.example")
+    assert response.status_code == 403
+
+
+def test_the_preflight_lets_the_sdks_send_their_headers(client):
+    response = client.options("/v1/track", headers={"Origin": ORIGIN, "Access-Control-Request-Method": "POST",
+                                                    "Access-Control-Request-Headers": "authorization,anonymousid,content-type"})  # fmt: skip
+    assert response.headers["Access-Control-Allow-Origin"] == ORIGIN
+    assert {"Authorization", "AnonymousId", "Content-Type"} <= set(response.headers["Access-Control-Allow-Headers"].split(", "))
+    foreign = client.options("/v1/track", headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"})
+    assert "Access-Control-Allow-Origin" not in foreign.headers
+
+
+def test_global_privacy_control_drops_a_browsers_messages(client, redis_client):
+    response = send(client, "/v1/t", make_segment_message(event="X"), **{"Sec-GPC": "1"})
+    assert response.status_code == 200 and response.json["dropped_for_privacy"] == 1
+    assert not queued(redis_client, destination="commerce")
+
+
+def test_a_consent_site_takes_only_messages_that_carry_consent(client, redis_client):
+    without = send(client, "/v1/t", make_segment_message(event="X"), write_key=CONSENT_WRITE_KEY)
+    assert without.json["dropped_for_privacy"] == 1
+    segment_consent = {"consent": {"categoryPreferences": {"Analytics": True}}}
+    rudder_consent = {"consentManagement": {"allowedConsentIds": ["C0001"]}}
+    for context in (segment_consent, rudder_consent):
+        given = send(client, "/v1/t", make_segment_message(event="X", context=context), write_key=CONSENT_WRITE_KEY)
+        assert given.json["accepted"] == 1, given.json
+    assert len(queued(redis_client, site=CONSENT_SITE, destination="commerce")) == 2
+
+
+def test_a_browser_batch_is_held_to_the_web_events_per_request_budget(client, redis_client):
+    batch = [make_segment_message(event=f"E{n}") for n in range(51)]
+    response = send(client, "/v1/batch", {"batch": batch})
+    assert response.status_code == 429 and response.headers["Retry-After"]
+    assert not queued(redis_client, destination="commerce")
+    backend = send(client, "/v1/batch", {"batch": batch}, write_key=None, auth=basic(SERVER_WRITE_KEY))
+    assert backend.status_code == 200 and backend.json["accepted"] == 51
+
+
+def test_identify_traits_pass_the_sites_account_allowlist(redis_url, depict_server, commerce_server):
+    """A Commerce Account field the site does not accept (default: identifiers only) refuses that message, naming the field."""
+    config = parse_config({"sites": {"shop": {
+        "sources": {"write_keys": ["wk_shop_1"]},
+        "commerce": {"url": commerce_server.url, "api_key": "k"},
+    }}})  # fmt: skip
+    client = create_app({"COLLECTOR_CONFIG": config, "REDIS_URL": redis_url, "TESTING": True}).test_client()
+    ssn = {"consumer": {"id": "c1", "ssn": "123-45-6789", "firstName": "A", "lastName": "B", "birthDate": "1990-01-01",
+                        "phoneNumber": "5550100100"}}  # fmt: skip
+    batch = [make_segment_message("identify", userId="u1", traits=ssn), make_segment_message("identify", userId="u2")]
+    response = send(client, "/v1/batch", {"batch": batch}, write_key="wk_shop_1", Origin=None)
+    assert response.status_code == 200 and response.json["accepted"] == 1
+    [refused] = response.json["rejected"]
+    assert refused["index"] == 0 and "ssn" in json.dumps(refused["errors"]) and "123-45" not in json.dumps(response.json)
+
+
+def test_analytics_next_loads_its_settings_from_the_collector(client):
+    response = client.get(f"/v1/projects/{BROWSER_WRITE_KEY}/settings", headers={"Origin": ORIGIN})
+    assert response.status_code == 200 and response.headers["Access-Control-Allow-Origin"] == ORIGIN
+    segment_io = response.json["integrations"]["Segment.io"]
+    assert segment_io["apiHost"] == "localhost/v1" and segment_io["apiKey"] == BROWSER_WRITE_KEY
+    assert response.json["remotePlugins"] == [] and response.json["metrics"]["sampleRate"] == 0
+    assert client.get("/v1/projects/nobody/settings").status_code == 401
+
+
+def test_rudderstack_loads_its_source_config_from_the_collector(client):
+    response = client.get(f"/sourceConfig/?p=npm&v=3&writeKey={BROWSER_WRITE_KEY}", headers={"Authorization": basic(BROWSER_WRITE_KEY)})
+    assert response.status_code == 200
+    source = response.json["source"]
+    assert source["enabled"] is True and source["destinations"] == [] and source["name"] == SITE
+    assert source["config"]["statsCollection"]["errors"]["enabled"] is False
+    assert client.get("/sourceConfig/?writeKey=nobody").status_code == 401
+
+
+def test_rudderstacks_own_forms_are_understood(client, redis_client):
+    """Traits in context.traits, an anonymous userId of "", and "$direct" for no referrer."""
+    identify = make_segment_message("identify", userId="user-7", anonymousId="fadf7d89-af61-496f-b720-07fe3829fb46",
+                                    context={"traits": {"lead": "lead_1"}, "page": {"url": "https://shop.example/", "referrer": "$direct"}})  # fmt: skip
+    page = make_segment_message("page", userId="", properties={"url": "https://shop.example/", "referrer": "$direct"},
+                                context={"page": {"url": "https://shop.example/", "referrer": "$direct"}})  # fmt: skip
+    response = send(client, "/v1/batch", {"batch": [identify, page]}, write_key=None, auth=basic(BROWSER_WRITE_KEY))
+    assert response.json["accepted"] == 2, response.json
+    [identified, viewed] = queued(redis_client, destination="commerce")
+    assert identified["body"]["account"] == {"id": "user-7", "anonymousIds": [identify["anonymousId"]], "lead": "lead_1"}
+    assert "account" not in viewed["body"]
+    [depict] = queued(redis_client)
+    assert "document_referrer" not in depict["body"][0] and depict["body"][0]["user_id"] == page["anonymousId"]
