@@ -16,7 +16,7 @@ from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from collector import defaults
-from collector.config import CollectorConfig, load_config
+from collector.config import CollectorConfig, CollectorSettings, load_config
 
 
 def _site_config(value: Any) -> CollectorConfig:
@@ -33,6 +33,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         COLLECTOR_CONFIG=os.environ.get("COLLECTOR_CONFIG"),
         REDIS_URL=os.environ.get("REDIS_URL"),
         DEMO=False,
+        COLLECTOR_PROCESSES=int(os.environ.get("COLLECTOR_PROCESSES", "1")),  # server processes sharing the rate limit
         MAX_CONTENT_LENGTH=defaults.MAX_BODY_BYTES,
     )
     if config:
@@ -40,7 +41,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     if not app.config["REDIS_URL"]:
         raise RuntimeError("REDIS_URL is not set; `collector dev` starts an embedded Redis for you")
     site_config = _site_config(app.config["COLLECTOR_CONFIG"])
-    app.config.setdefault("RATELIMIT_STORAGE_URI", app.config["REDIS_URL"])
+    counted_in_redis = site_config.settings.rate_limit_storage == "redis"
+    app.config.setdefault("RATELIMIT_STORAGE_URI", app.config["REDIS_URL"] if counted_in_redis else "memory://")
 
     hops = site_config.settings.trusted_proxy_hops
     if hops:
@@ -64,11 +66,21 @@ def _bind_extensions(app: Flask, site_config: CollectorConfig) -> None:
         outbox=Outbox(redis, site_config.settings.dedupe_window_seconds),
         allowed_origins=frozenset(origin for site in site_config.sites.values() for origin in site.origins),
         write_keys=write_key_index(site_config.sites),
+        process_rate_limit=_process_rate_limit(app, site_config.settings),
     )
-    limiter_redis = connect_redis(app.config["REDIS_URL"], limiter_timeout(site_config.settings))
-    app.config.setdefault("RATELIMIT_STORAGE_OPTIONS", {"connection_pool": limiter_redis.connection_pool})
+    if site_config.settings.rate_limit_storage == "redis":
+        limiter_redis = connect_redis(app.config["REDIS_URL"], limiter_timeout(site_config.settings))
+        app.config.setdefault("RATELIMIT_STORAGE_OPTIONS", {"connection_pool": limiter_redis.connection_pool})
     limiter.init_app(app)
     register_error_handlers(app)
+
+
+def _process_rate_limit(app: Flask, settings: CollectorSettings) -> str:
+    from collector.extensions import process_share
+
+    if settings.rate_limit_storage == "redis":
+        return settings.rate_limit
+    return process_share(settings.rate_limit, max(1, int(app.config["COLLECTOR_PROCESSES"])))
 
 
 def _register_blueprints(app: Flask) -> None:

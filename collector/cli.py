@@ -350,7 +350,7 @@ def serve(args: argparse.Namespace) -> int:
                 self.cfg.set("control_socket_disable", True)
 
         def load(self):  # noqa: ANN202 - gunicorn's API
-            return create_app({"COLLECTOR_CONFIG": config, "REDIS_URL": redis_url})
+            return create_app({"COLLECTOR_CONFIG": config, "REDIS_URL": redis_url, "COLLECTOR_PROCESSES": args.workers})
 
     try:
         CollectorServer().run()

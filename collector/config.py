@@ -112,6 +112,7 @@ class DeliveryPolicy:
 class CollectorSettings:
     trusted_proxy_hops: int = 0
     rate_limit: str = defaults.DEFAULT_RATE_LIMIT
+    rate_limit_storage: str = defaults.DEFAULT_RATE_LIMIT_STORAGE
     redis_timeout_seconds: float = defaults.DEFAULT_REDIS_TIMEOUT_SECONDS
     dedupe_window_seconds: int = defaults.DEFAULT_DEDUPE_WINDOW_SECONDS
     max_events_per_batch: int = defaults.MAX_EVENTS_PER_BATCH
@@ -279,6 +280,7 @@ class DeliverySchema(Schema):
 class SettingsSchema(Schema):
     trusted_proxy_hops = fields.Integer(strict=True, validate=validate.Range(min=0, max=10))
     rate_limit = fields.String(validate=validate.Length(min=1))
+    rate_limit_storage = fields.String(validate=validate.OneOf(("memory", "redis")))
     redis_timeout_seconds = fields.Float(validate=validate.Range(min=0.05, max=30))
     dedupe_window_seconds = fields.Integer(strict=True, validate=validate.Range(min=60))
     max_events_per_batch = fields.Integer(strict=True, validate=validate.Range(min=1, max=defaults.MAX_EVENTS_PER_BATCH))

@@ -105,6 +105,7 @@ DEFAULT_COMMERCE_AUTH_SCHEME = "Bearer"
 
 # The collector's own protection.
 DEFAULT_RATE_LIMIT = "1200 per minute"  # requests per client address (IPv6: per /64)
+DEFAULT_RATE_LIMIT_STORAGE = "memory"  # each server process counts its share; "redis" counts in Redis
 IPV6_RATE_LIMIT_PREFIX = 64  # one household or phone holds a whole /64
 DEFAULT_REDIS_TIMEOUT_SECONDS = 2.0  # the longest /collect waits on a stalled Redis before its 503
 RETRY_AFTER_WHEN_UNAVAILABLE_SECONDS = 5

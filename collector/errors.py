@@ -97,9 +97,10 @@ def _http_error(error: HTTPException) -> tuple[Response, int, dict[str, str]]:
 
 
 def _rate_limited(error: RateLimitExceeded) -> tuple[Response, int, dict[str, str]]:
-    from collector.extensions import seconds_until_allowed
+    from collector.extensions import collector_state, seconds_until_allowed
 
-    message = f"too many requests from this address ({error.description}); retry after Retry-After seconds"
+    limit = collector_state().config.settings.rate_limit
+    message = f"too many requests from this address (more than {limit}); retry after Retry-After seconds"
     return jsonify(error_body(429, message)), 429, {"Retry-After": str(seconds_until_allowed())}
 
 

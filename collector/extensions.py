@@ -3,26 +3,36 @@
 The rate limiter keys on ``request.remote_addr``, which ``ProxyFix`` has
 already resolved through the trusted proxy hops; an IPv6 client is keyed by
 its /64, since one household or phone holds a whole /64 and could otherwise
-take a new address per request. Its counters live in the same Redis as the
-events, over a connection pool of its own with a quarter of /collect's Redis
-budget as timeout (:func:`limiter_timeout`); when that Redis is down or
-stalled the limiter falls back to
-per-process memory instead of failing the request, so a Redis outage shows
-as the collector's own 503 ("retry later"), never as a limiter 500. Every
-endpoint but the ingestion ones (``/collect`` and the Segment/RudderStack
-``/v1/...`` posts) is filtered out before the limiter looks at its
-storage, so ``/healthz`` never waits on Redis.
+take a new address per request. The limit (``rate_limit`` in the config)
+applies to the ingestion endpoints only (``/collect`` and the
+Segment/RudderStack ``/v1/...`` posts): every other endpoint is filtered out
+before the limiter looks at its storage, so ``/healthz`` never waits.
+
+Where it counts (``rate_limit_storage``):
+
+- ``memory`` (the default): each server process counts in its own memory
+  and allows its share, the limit divided by the number of processes
+  (``collector serve --workers``, or ``COLLECTOR_PROCESSES`` for another
+  WSGI server), rounded down. The processes together never allow more
+  than the limit; a client whose requests land unevenly on them can be
+  refused a little before it (the server hands connections to whichever
+  process is free, so a busy client's requests spread over all of them).
+  It costs no Redis round trip: a third of a /collect request's time
+  when counted in Redis (docs/performance.md).
+- ``redis``: one exact count in the events' Redis, over a connection pool
+  of its own with a quarter of /collect's Redis budget as timeout
+  (:func:`limiter_timeout`); when that Redis is down or stalled the limiter
+  falls back to per-process memory instead of failing the request.
 
 The limiter writes no ``X-RateLimit-*`` headers: the snippet does not read
-them, and they cost two more Redis round trips on every request (and put a
-``Retry-After`` on accepted answers). A refused request gets ``Retry-After``
-from :func:`seconds_until_allowed`.
+them (and in Redis they would cost two more round trips). A refused request
+gets ``Retry-After`` from :func:`seconds_until_allowed`.
 
-The limit (``rate_limit`` in the config) applies to the ingestion endpoints only.
-It is given as the app's default limit, with every other endpoint filtered
-out, rather than with ``@limiter.limit`` on the view: flask-limiter evaluates
-a decorated view's limits twice per request (in its ``before_request`` hook
-and in the decorator), which cost 0.15 ms of a /collect request.
+The limit is given as the app's default limit, with every other endpoint
+filtered out, rather than with ``@limiter.limit`` on the view: flask-limiter
+evaluates a decorated view's limits twice per request (in its
+``before_request`` hook and in the decorator), which cost 0.15 ms of a
+/collect request.
 """
 
 from __future__ import annotations
@@ -35,6 +45,7 @@ from dataclasses import dataclass
 
 from flask import current_app, request
 from flask_limiter import Limiter
+from limits import parse_many
 from redis import ConnectionError as RedisConnectionError
 from redis import Redis, RedisError
 from redis.backoff import NoBackoff
@@ -46,7 +57,13 @@ from collector.queue import Outbox
 
 
 def _collect_limit() -> str:
-    return collector_state().config.settings.rate_limit
+    return collector_state().process_rate_limit
+
+
+def process_share(rate_limit: str, processes: int) -> str:
+    """What one of ``processes`` server processes allows of ``rate_limit``: together never more than it."""
+    items = parse_many(rate_limit)
+    return "; ".join(f"{max(1, item.amount // processes)} per {item.multiples} {item.GRANULARITY.name}" for item in items)
 
 
 _RATE_LIMITED_ENDPOINTS = frozenset({"collect.collect", "sources.single", "sources.batch"})
@@ -89,6 +106,7 @@ class CollectorState:
     outbox: Outbox
     allowed_origins: frozenset[str]
     write_keys: Mapping[str, tuple[Site, bool]]  # Segment/RudderStack write key -> (site, is a server key)
+    process_rate_limit: str  # what this process allows of the rate limit (all of it when counted in Redis)
 
 
 def queue_timeout(settings: CollectorSettings) -> float:
