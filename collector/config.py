@@ -22,7 +22,7 @@ from collector import defaults
 from collector.account_fields import ACCOUNT_FIELD_PATHS
 from collector.delivery_stats import MINUTES_KEPT
 
-SITE_NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+SITE_NAME_PATTERN = rf"^[A-Za-z0-9_-]{{1,{defaults.MAX_SITE_NAME_LENGTH}}}$"
 MIN_CONSOLE_TOKEN_CHARS = 16
 DEFAULT_CONSOLE_HOURS = 3.0
 _ENV_REFERENCE = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")

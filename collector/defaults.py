@@ -45,6 +45,7 @@ DEFAULT_ROUTES: dict[str, tuple[str, ...]] = {
 # Limits of what /collect accepts.
 MAX_BODY_BYTES = 64 * 1024  # the browsers' keepalive/beacon budget
 MAX_EVENTS_PER_BATCH = 50
+MAX_SITE_NAME_LENGTH = 64
 SNIPPET_BATCH_EVENTS = 10  # the snippet sends at most this many events per request
 MAX_STRING_LENGTH = 2048  # URLs and referrers
 MAX_SHORT_STRING_LENGTH = 256  # ids, names, prices

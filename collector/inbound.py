@@ -90,7 +90,7 @@ class InboundEventSchema(Schema):
 class CollectRequestSchema(Schema):
     """The body of ``POST /collect``: one site, a batch of events from one browser."""
 
-    site = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    site = fields.String(required=True, validate=validate.Length(min=1, max=defaults.MAX_SITE_NAME_LENGTH))
     consent = fields.Boolean(
         truthy={True},
         falsy={False},
@@ -125,8 +125,28 @@ _envelope = CollectRequestSchema()
 _events = InboundEventSchema(many=True)
 
 
+_ENVELOPE_KEYS = frozenset(CollectRequestSchema._declared_fields)
+
+
+def _plainly_valid(body: dict[str, Any], max_events: int) -> bool:
+    """What a real snippet sends, recognised without Marshmallow (a tenth of its time); anything else goes through it."""
+    site, events, consent = body.get("site"), body.get("events"), body.get("consent", False)
+    return (
+        body.keys() <= _ENVELOPE_KEYS
+        and type(site) is str
+        and 1 <= len(site) <= defaults.MAX_SITE_NAME_LENGTH
+        and type(events) is list
+        and 1 <= len(events) <= max_events
+        and all(type(event) is dict for event in events)
+        and consent in (True, False)
+        and type(consent) is bool
+    )
+
+
 def load_envelope(body: Any, max_events: int) -> dict[str, Any]:
     """Check the envelope; raise ``ValidationError`` with the reasons."""
+    if isinstance(body, dict) and _plainly_valid(body, max_events):
+        return body
     envelope = _envelope.load(body) if isinstance(body, dict) else _raise_not_object()
     if len(envelope["events"]) > max_events:
         raise ValidationError({"events": [f"send between 1 and {max_events} events"]})
