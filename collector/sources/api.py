@@ -46,7 +46,7 @@ from collector.enrich import (
     forwardable_user_agent,
     global_privacy_control,
 )
-from collector.errors import BadRequest, CollectorError, OriginNotAllowed, error_body
+from collector.errors import BadRequest, BudgetExceeded, CollectorError, OriginNotAllowed, error_body
 from collector.extensions import collector_state
 from collector.intake import VisitorEvents, check_batch, check_web_event_budget, count_outcome, queue_batch, without_repeats
 from collector.live_tail import record_refusal
@@ -235,6 +235,14 @@ def _by_visitor(events: list[dict[str, Any]], contexts: dict[str, RequestContext
     return [VisitorEvents(context, grouped) for context, grouped in groups.items()]
 
 
+def _check_request_budget(site: Site, events: list[dict[str, Any]]) -> None:
+    """Over the per-request Web Event budget is a 400 here: a client retries a 429, and this batch will never fit."""
+    try:
+        check_web_event_budget(site, events)
+    except BudgetExceeded as over:
+        raise BadRequest(f"{over.message}: send smaller batches", details=over.details) from None
+
+
 def take_messages(raw_messages: list[Any]) -> tuple[Response, int]:
     sender: Sender = g.sender
     site = sender.site
@@ -251,7 +259,7 @@ def take_messages(raw_messages: list[Any]) -> tuple[Response, int]:
     if unique:
         visitors = _by_visitor(unique, contexts)
         if not sender.is_server:
-            check_web_event_budget(site, unique)
+            _check_request_budget(site, unique)
         accepted = queue_batch(site, visitors, None if sender.is_server else visitors[0].context.visitor_id)
     duplicates = len(events) - accepted
     count_outcome(site, accepted, duplicates, len(rejected), converted.dropped)
