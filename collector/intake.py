@@ -154,10 +154,12 @@ def queue_batch(site: Site, visitors: Sequence[VisitorEvents], visitor_budget: s
 
 
 def count_outcome(site: Site, accepted: int, duplicates: int, rejected: int, dropped_for_privacy: int) -> None:
+    """Add the batch to ``collector_events_total``; an outcome with nothing to add is not touched (each touch writes to the metrics files under gunicorn)."""
+    metrics.EVENTS.labels(site.name, "accepted").inc(accepted)
     for outcome, count in (
-        ("accepted", accepted),
         ("duplicate", duplicates),
         ("rejected", rejected),
         ("dropped_for_privacy", dropped_for_privacy),
     ):
-        metrics.EVENTS.labels(site.name, outcome).inc(count)
+        if count:
+            metrics.EVENTS.labels(site.name, outcome).inc(count)
