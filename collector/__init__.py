@@ -15,7 +15,7 @@ from typing import Any
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from collector import defaults
+from collector import defaults, rate_limit_storage
 from collector.config import CollectorConfig, CollectorSettings, load_config
 
 
@@ -42,7 +42,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         raise RuntimeError("REDIS_URL is not set; `collector dev` starts an embedded Redis for you")
     site_config = _site_config(app.config["COLLECTOR_CONFIG"])
     counted_in_redis = site_config.settings.rate_limit_storage == "redis"
-    app.config.setdefault("RATELIMIT_STORAGE_URI", app.config["REDIS_URL"] if counted_in_redis else "memory://")
+    app.config.setdefault("RATELIMIT_STORAGE_URI", app.config["REDIS_URL"] if counted_in_redis else f"{rate_limit_storage.SCHEME}://")
 
     hops = site_config.settings.trusted_proxy_hops
     if hops:

@@ -11,7 +11,8 @@ before the limiter looks at its storage, so ``/healthz`` never waits.
 Where it counts (``rate_limit_storage``):
 
 - ``memory`` (the default): each server process counts in its own memory
-  and allows its share, the limit divided by the number of processes
+  (``rate_limit_storage.py``, without the timer thread of limits' own
+  memory storage) and allows its share, the limit divided by the number of processes
   (``collector serve --workers``, or ``COLLECTOR_PROCESSES`` for another
   WSGI server), rounded down. The processes together never allow more
   than the limit; a client whose requests land unevenly on them can be
