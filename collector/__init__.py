@@ -67,6 +67,7 @@ def _bind_extensions(app: Flask, site_config: CollectorConfig) -> None:
         allowed_origins=frozenset(origin for site in site_config.sites.values() for origin in site.origins),
         write_keys=write_key_index(site_config.sites),
         process_rate_limit=_process_rate_limit(app, site_config.settings),
+        keeps_live_tail=site_config.console is not None or bool(app.config["DEMO"]),
     )
     if site_config.settings.rate_limit_storage == "redis":
         limiter_redis = connect_redis(app.config["REDIS_URL"], limiter_timeout(site_config.settings))

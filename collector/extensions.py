@@ -108,6 +108,7 @@ class CollectorState:
     allowed_origins: frozenset[str]
     write_keys: Mapping[str, tuple[Site, bool]]  # Segment/RudderStack write key -> (site, is a server key)
     process_rate_limit: str  # what this process allows of the rate limit (all of it when counted in Redis)
+    keeps_live_tail: bool = True  # only the console and the demo read it; without them it is not written
 
 
 def queue_timeout(settings: CollectorSettings) -> float:

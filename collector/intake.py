@@ -128,7 +128,7 @@ def queue_batch(site: Site, visitors: Sequence[VisitorEvents], visitor_budget: s
     ``visitor_budget`` is the visitor id charged the per-visitor budget, or
     None for a batch that is not one visitor's (a shop's backend).
     """
-    outbox = collector_state().outbox
+    state = collector_state()
     budgets = _budgets(site, visitor_budget)
     already_seen: set[str] = set()
     for _ in range(_ENQUEUE_TRIES):
@@ -136,7 +136,8 @@ def queue_batch(site: Site, visitors: Sequence[VisitorEvents], visitor_budget: s
         if not event_ids or not deliveries:
             return len(event_ids)
         try:
-            seen_now = outbox.try_enqueue(site.name, event_ids, deliveries, budgets, tail_entry(site.name, events))
+            tail = tail_entry(site.name, events) if state.keeps_live_tail else None
+            seen_now = state.outbox.try_enqueue(site.name, event_ids, deliveries, budgets, tail)
         except OverBudget as over:
             metrics.EVENTS.labels(site.name, "over_budget").inc(len(event_ids))
             raise BudgetExceeded(

@@ -2,7 +2,8 @@
 
 An accepted batch is summarised (its events' type, id, page and props, with
 personal fields masked) and pushed by the enqueue script itself, so the tail
-costs no extra round trip (``collector/queue.py``). A refused request (a
+costs no extra round trip (``collector/queue.py``); it is written only
+when something reads it (the console is on, or ``collector dev``'s demo). A refused request (a
 4xx, or the events a 202 rejected) is kept with its status and reasons,
 what Snowplow calls bad rows. Both lists keep only the last
 :data:`KEPT` entries. Neither holds a request body: only what the console

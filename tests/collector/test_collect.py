@@ -285,3 +285,9 @@ def test_an_integer_beyond_64_bits_in_an_account_is_queued_exactly(client, redis
     assert response.status_code == 202
     (delivery,) = queued(redis_client, destination="commerce")
     assert delivery["body"]["account"]["lead"]["favorites"][0]["year"] == 10**20
+
+
+def test_without_a_console_no_live_tail_is_written(client, redis_client):
+    """Only the console and the demo read the live tail: a collector without them does not pay for it."""
+    assert post(client, {"site": SITE, "events": [make_event()]}).status_code == 202
+    assert redis_client.keys("collector:tail:*") == []
