@@ -12,12 +12,12 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from marshmallow import Schema, fields
+from marshmallow import Schema
 
 from collector.defaults import COMMERCE_ID_LENGTH, COMMERCE_ID_PREFIX
 from collector.enrich import RequestContext
 from collector.map.commerce_models import AccountSchema, IdOr
-from collector.map.present import present_fields_dumper
+from collector.map.present import PresentString, present_fields_dumper
 
 _ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
 
@@ -35,9 +35,9 @@ def web_event_id(site: str, event_id: str) -> str:
 class NewWebEventSchema(Schema):
     """Commerce's ``NewWebEvent``, as ``commerce-webevents.openapi.yaml`` defines it."""
 
-    id = fields.String()
-    name = fields.String(required=True)
-    anonymousId = fields.String()
+    id = PresentString()
+    name = PresentString(required=True)
+    anonymousId = PresentString()
     account = IdOr(AccountSchema)
 
 

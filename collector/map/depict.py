@@ -18,27 +18,27 @@ from marshmallow import Schema, fields
 from collector import defaults
 from collector.config import DepictDestination
 from collector.enrich import RequestContext
-from collector.map.present import present_fields_dumper
+from collector.map.present import PresentString, present_fields_dumper
 
 
 class _DepictEventFields(Schema):
     """The fields of Depict's ``Event`` that are not PROPS passed through."""
 
-    tenant = fields.String(required=True)
-    market = fields.String(required=True)
-    type = fields.String(required=True)
-    deduplication_id = fields.String()
-    user_id = fields.String()
-    session_id = fields.String()
-    url = fields.String()
-    document_referrer = fields.String()
-    document_width = fields.String()
-    page_url = fields.String()
+    tenant = PresentString(required=True)
+    market = PresentString(required=True)
+    type = PresentString(required=True)
+    deduplication_id = PresentString()
+    user_id = PresentString()
+    session_id = PresentString()
+    url = PresentString()
+    document_referrer = PresentString()
+    document_width = PresentString()
+    page_url = PresentString()
 
 
 DepictEventSchema = _DepictEventFields.from_dict(
     {
-        **{name: fields.String() for name in defaults.DEPICT_STRING_PROPS if name != "page_url"},
+        **{name: PresentString() for name in defaults.DEPICT_STRING_PROPS if name != "page_url"},
         defaults.DEPICT_LIST_PROP: fields.List(fields.String()),
         defaults.DEPICT_MAP_PROP: fields.Dict(keys=fields.String(), values=fields.String()),
     },
