@@ -111,3 +111,28 @@ def test_a_chunked_body_within_the_limit_is_read_whole(live_stack):
     body = json.dumps({"site": SITE, "events": [make_event()]}).encode()
     status, answer = _post_chunked(live_stack.url, [body[:10], body[10:]])
     assert status == 202 and answer["accepted"] == 1
+
+
+PLAIN_AND_ODD_BODIES = [
+    b'{"site": "s", "events": [{"id": "abcdefgh", "type": "page_view", "ts": 1796000000000, "props": {"entity_price": 9.5}}]}',
+    b'{"a": 9223372036854775807, "b": -9223372036854775808, "c": 1.5e308, "d": [true, false, null]}',
+    b'{"big": 18446744073709551616, "bigger": -99999999999999999999}',
+    b'{"a": 1e400}', b"[NaN]", b'{"a": "\\ud800"}', b'{"a": "\xff"}', b"[" * 600 + b"]" * 600, b'{"a": 1, "a": 2}',
+    '{"text": "caf\u00e9 \U0001f600"}'.encode(),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("raw", PLAIN_AND_ODD_BODIES)
+def test_the_fast_reader_reads_exactly_what_the_strict_one_reads(raw):
+    """orjson reads plain bodies; whatever it reads, or refuses, the strict reader reads or refuses alike."""
+    from collector.errors import BadRequest
+    from collector.request_body import parse_json, parse_json_strictly
+
+    def outcome(reader):
+        try:
+            value = reader(raw)
+        except BadRequest:
+            return "refused"
+        return json.dumps(value, sort_keys=True)
+
+    assert outcome(parse_json) == outcome(parse_json_strictly)
