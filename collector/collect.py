@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import logging
 import time
+from functools import lru_cache
 from typing import Any
+
+import orjson
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 from marshmallow import ValidationError
 
 from collector import metrics
-from collector.config import Site
+from collector.config import CookiePolicy, Site
 from collector.enrich import RequestContext, context_from_request, global_privacy_control
 from collector.errors import BadRequest, EventsRejected, OriginNotAllowed, UnknownSite
 from collector.extensions import collector_state
@@ -55,16 +58,30 @@ def _privacy_forbids(site: Site, envelope: dict[str, Any]) -> bool:
     return site.require_consent and envelope.get("consent") is not True
 
 
+@lru_cache(maxsize=8)
+def _cookie_attributes(cookie: CookiePolicy, secure: bool) -> str:
+    """What follows the value in ``Set-Cookie``, made once per policy (``Max-Age``, which every browser honours, not ``Expires``)."""
+    attributes = f"; Max-Age={cookie.max_age_days * 86400}; Path=/"
+    if cookie.domain:
+        attributes += f"; Domain={cookie.domain}"
+    return attributes + ("; Secure" if secure else "") + "; HttpOnly; SameSite=Lax"
+
+
 def _set_visitor_cookie(response: Response, context: RequestContext) -> None:
+    """The visitor id (URL-safe characters only, so it needs no quoting) in a first-party, HttpOnly cookie."""
     cookie = collector_state().config.settings.cookie
-    response.set_cookie(
-        cookie.name,
-        context.visitor_id,
-        max_age=cookie.max_age_days * 86400,
-        domain=cookie.domain,
-        secure=request.is_secure,
-        httponly=True,
-        samesite="Lax",
+    response.headers.add("Set-Cookie", f"{cookie.name}={context.visitor_id}{_cookie_attributes(cookie, request.is_secure)}")
+
+
+@lru_cache(maxsize=256)
+def _cors_headers(origin: str, allow_headers: str, allow_methods: str) -> tuple[tuple[str, str], ...]:
+    return (
+        ("Access-Control-Allow-Origin", origin),
+        ("Access-Control-Allow-Credentials", "true"),
+        ("Access-Control-Allow-Headers", allow_headers),
+        ("Access-Control-Allow-Methods", allow_methods),
+        ("Access-Control-Expose-Headers", "Retry-After"),
+        ("Access-Control-Max-Age", "86400"),
     )
 
 
@@ -78,13 +95,11 @@ def grant_cors(
     header not exposed here: without it the snippet could not honour
     ``Retry-After`` on a 429 or 503.
     """
-    response.headers["Access-Control-Allow-Origin"] = origin
-    response.headers["Access-Control-Allow-Credentials"] = "true"
-    response.headers["Access-Control-Allow-Headers"] = allow_headers
-    response.headers["Access-Control-Allow-Methods"] = allow_methods
-    response.headers["Access-Control-Expose-Headers"] = "Retry-After"
-    response.headers["Access-Control-Max-Age"] = "86400"
-    response.vary.add("Origin")
+    response.headers.extend(_cors_headers(origin, allow_headers, allow_methods))
+    if "Vary" in response.headers:
+        response.vary.add("Origin")
+    else:
+        response.headers["Vary"] = "Origin"
     return response
 
 
@@ -158,7 +173,7 @@ def collect() -> tuple[Response, int]:
     body = {"accepted": accepted, "duplicates": duplicates, "rejected": rejected}
     if dropped:
         body["dropped_for_privacy"] = dropped
-    response = jsonify(body)
+    response = Response(orjson.dumps(body), mimetype="application/json")
     if accepted:
         _set_visitor_cookie(response, context)
     return response, 202

@@ -30,6 +30,7 @@ import secrets
 import string
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from urllib.parse import quote
 
 from flask import Request
@@ -39,6 +40,7 @@ from collector import defaults
 VISITOR_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 MAX_USER_AGENT_LENGTH = 512
 _HOST_PATTERN = re.compile(r"^(?:[A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?$")
+_HEADERS_REMEMBERED = 4096  # sanitised header values per function and process: visitors repeat a few User-Agents and pages
 _URL_SAFE = string.punctuation  # with letters and digits, every printable ASCII character but space stays as it is
 
 
@@ -76,6 +78,7 @@ def _raw_bytes(value: str) -> bytes:
         return value.encode("utf-8", "replace")
 
 
+@lru_cache(maxsize=_HEADERS_REMEMBERED)
 def forwardable_user_agent(value: str | None) -> str | None:
     """Printable ASCII only, at most ``MAX_USER_AGENT_LENGTH`` characters; None when nothing is left."""
     if not value:
@@ -84,6 +87,7 @@ def forwardable_user_agent(value: str | None) -> str | None:
     return kept[:MAX_USER_AGENT_LENGTH] or None
 
 
+@lru_cache(maxsize=_HEADERS_REMEMBERED)
 def forwardable_url(value: str | None) -> str | None:
     """An http(s) URL with every byte outside printable ASCII percent-encoded; None for anything else."""
     if not value:
@@ -94,10 +98,12 @@ def forwardable_url(value: str | None) -> str | None:
     return None
 
 
+@lru_cache(maxsize=_HEADERS_REMEMBERED)
 def forwardable_host(value: str | None) -> str | None:
     return value if value and _HOST_PATTERN.match(value) else None
 
 
+@lru_cache(maxsize=_HEADERS_REMEMBERED)
 def forwardable_ip(value: str | None) -> str | None:
     try:
         return str(ipaddress.ip_address(value or ""))
