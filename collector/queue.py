@@ -9,7 +9,7 @@ event costs about 200 bytes of Redis in all. ``/collect`` hands the
 deliveries to :meth:`Outbox.try_enqueue`, which runs one Lua script that
 
 1. looks up each of the batch's event ids among those the site accepted
-   within the dedupe window (64-bit fingerprints in compact hashes,
+   within the dedupe window (53-bit fingerprints in compact integer sets,
    ``collector/dedupe.py``); if any was, it writes nothing and names them,
    and the caller retries without them; otherwise it
 2. remembers the ids, appends one entry to each outbox list (one per site

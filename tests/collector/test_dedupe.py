@@ -54,32 +54,32 @@ def test_generations_roll_over_with_shards_sized_from_the_last_one(redis_client:
 
 
 def test_shards_stay_compact(redis_client: Redis):
-    """Under a steady load a shard keeps its listpack encoding, and an id costs well under 40 bytes."""
+    """Under a steady load a shard keeps its intset encoding, and an id costs about 9 bytes."""
     outbox, start = Outbox(redis_client, WINDOW), 1_800_000_000.0
-    for generation, count in enumerate((6000, 6000)):  # the second generation is sized from the first
+    for generation, count in enumerate((30000, 30000)):  # the second generation is sized from the first
         moment = start + generation * GENERATION + 5
         ids = [f"g{generation}-{number:06d}" for number in range(count)]
         for chunk in range(0, count, 50):
             enqueue(outbox, "shop", ids[chunk : chunk + 50], moment)
     generation = dedupe.generation_of(start + GENERATION)
-    shards = list(redis_client.scan_iter(f"collector:seen:shop:{generation}:*", count=1000))
+    shards = list(redis_client.scan_iter(f"collector:seen:shop:i{generation}:*", count=1000))
     encodings = {redis_client.object("encoding", shard) for shard in shards}
-    assert encodings <= {b"ziplist", b"listpack"}, encodings
+    assert encodings == {b"intset"}, encodings
     used = sum(redis_client.memory_usage(shard) for shard in shards)
-    assert used / 6000 < 40, f"{used / 6000:.1f} bytes per id"
+    assert used / 30000 < 12, f"{used / 30000:.1f} bytes per id"
 
 
 def test_a_first_generation_grows_finer_layouts_and_finds_every_id(redis_client: Redis):
     """A new site's first hours start with 64 shards and add finer layouts as they fill: compact, and still exact."""
     outbox, start = Outbox(redis_client, WINDOW), 1_800_000_000.0
-    ids = [f"first-{number:06d}" for number in range(8000)]
+    ids = [f"first-{number:06d}" for number in range(30000)]
     for chunk in range(0, len(ids), 50):
         assert enqueue(outbox, "new_shop", ids[chunk : chunk + 50], start + 5) == []
     layouts = redis_client.hget(dedupe.meta_key("new_shop"), str(dedupe.generation_of(start))).decode().split(",")
     assert layouts == [str(dedupe.FIRST_SHARD_BITS), str(dedupe.FIRST_SHARD_BITS + dedupe.GROWTH_BITS)]
     encodings = {redis_client.object("encoding", shard) for shard in redis_client.scan_iter("collector:seen:new_shop:*", count=1000)}
-    assert encodings <= {b"ziplist", b"listpack"}, encodings
-    sample = ids[::250]
+    assert encodings == {b"intset"}, encodings
+    sample = ids[::1000]
     assert enqueue(outbox, "new_shop", sample, start + 10) == sample
     assert enqueue(outbox, "new_shop", sample, start + GENERATION + 10) == sample  # from the next generation too
 
@@ -93,9 +93,10 @@ def test_two_sites_may_use_the_same_ids(redis_client: Redis):
 
 
 def test_the_false_positive_bound_is_below_one_in_a_billion():
-    """A lookup compares with at most a window of full shards; 64-bit fingerprints keep a false match below 1e-9."""
-    compared = dedupe.generations_in_window(WINDOW) * 128
-    assert compared / 2**64 < 1e-9
+    """A lookup compares with at most a window of full shards; 53-bit fingerprints keep a false match below 1e-9."""
+    compared = dedupe.generations_in_window(WINDOW) * 512  # Redis' set-max-intset-entries
+    assert compared / 2**dedupe.FINGERPRINT_BITS < 1e-9
     fingerprints = {dedupe.fingerprint("shop", f"event-{number}") for number in range(200_000)}
     assert len(fingerprints) == 200_000
     assert dedupe.fingerprint("shop_a", "x") != dedupe.fingerprint("shop_b", "x")
+    assert all(0 <= value < 2**dedupe.FINGERPRINT_BITS for value in fingerprints)
