@@ -38,7 +38,8 @@ _READ_CHUNK = 16 * 1024
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 # orjson reads an integer past 64 bits as a float, and nests without limit: a body with 19 digits
 # in a row, or with so many brackets that it could nest deeper than Python's parser goes, takes the strict path.
-_LONG_DIGITS = re.compile(rb"[0-9]{19}")
+_DIGITS_AS_ZEROS = bytes(48 if 48 <= byte <= 57 else 32 for byte in range(256))  # every digit "0", the rest " "
+_NINETEEN_DIGITS = b"0" * 19
 _FAST_PATH_MAX_BRACKETS = 500
 
 
@@ -126,7 +127,7 @@ def _plain(raw: bytes) -> bool:
     return (
         raw.count(b"[") + raw.count(b"{") <= _FAST_PATH_MAX_BRACKETS
         and not may_hold_lone_surrogates(raw)
-        and _LONG_DIGITS.search(raw) is None
+        and _NINETEEN_DIGITS not in raw.translate(_DIGITS_AS_ZEROS)  # a tenth of a regular expression's time
     )
 
 
