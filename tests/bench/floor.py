@@ -1,9 +1,12 @@
-"""The ingest floor: the cheapest durable collector, served by the same gunicorn settings.
+"""The ingest floor, the ingest stage's baseline: the cheapest durable collector, under the same gunicorn settings.
 
-``POST /collect`` parses the body as JSON and appends it to one Redis list,
-what FIELD-NOTES measured at about 64% of hello world. No validation, no
-mapping, no dedupe, no rate limit, no cookie: it shows how much of the 60%
-target the server, a JSON parse and one Redis round trip leave for the rest.
+``POST /collect`` parses the body as JSON and appends it to one Redis list
+(about two thirds of hello world's requests/s on the bench machine). No
+validation, no mapping, no dedupe, no rate limit, no cookie: the server, a
+JSON parse and one Redis round trip, what any collector that keeps what it
+acknowledged must pay. The ingest target is ``/collect`` >= 0.5 of its
+requests/s and p99 <= 3x its p99; the cost stage (``cost.py``) uses it with
+a bare HTTP client as the floor of the whole system's CPU per event.
 """
 
 from __future__ import annotations

@@ -15,6 +15,11 @@ incrementally. Depict ids are the events' ``deduplication_id`` (the
 snippet's event id), Commerce ids the Web Event ``id`` (``wev_...``, see
 ``collector.map.commerce.web_event_id``). Times are wall-clock, comparable
 with a browser's ``Date.now()`` on the same machine.
+
+A vendor can be taken down: while the file ``down-<vendor>`` exists in the
+receipts folder (:meth:`StandIns.take_down`, :meth:`StandIns.bring_up`),
+that vendor's path answers ``503`` and notes nothing, as a vendor in an
+outage would (the footprint stage measures the backlog it leaves).
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ THREADS = 8
 KEEPALIVE_SECONDS = 75  # longer than any pause of the benchmark: clients never meet a closing connection
 NOTE = "bench stand-ins answer 200 without validating (the test suite's stand-ins check every request against the specs)"
 
+_DOWN_ANSWER = b'{"error":"bench stand-in is down"}'
 _DEPICT_ANSWER = b"{}"
 _COMMERCE_ANSWER = b'{"data":{"id":"wev_bench0000000","name":"bench"},"success":true}'
 _log: tuple[int, int] | None = None  # (pid, file descriptor) of this process's receipts file
@@ -59,12 +65,21 @@ def _received(vendor: str, ids: Iterable[str]) -> None:
         os.write(_log_fd(), lines.encode())
 
 
+def _down(vendor: str) -> bool:
+    return os.path.exists(os.path.join(os.environ[RECEIPTS_DIR_ENV], f"down-{vendor}"))
+
+
 def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
-    """The WSGI app: POST to either vendor path is logged and answered 200; anything else 200 too."""
+    """The WSGI app: POST to either vendor path is logged and answered 200 (503 while it is down); anything else 200."""
     path = environ.get("PATH_INFO", "")
     length = int(environ.get("CONTENT_LENGTH") or 0)
     body = environ["wsgi.input"].read(length) if length else b""
     answer = b"ok"
+    vendor = "depict" if path == DEPICT_PATH else "commerce" if path == COMMERCE_PATH else None
+    if vendor and _down(vendor):
+        start_response("503 Service Unavailable", [("Content-Type", "application/json"),
+                                                   ("Content-Length", str(len(_DOWN_ANSWER)))])  # fmt: skip
+        return [_DOWN_ANSWER]
     if path == DEPICT_PATH:
         _received("depict", (event.get("deduplication_id", "") for event in json.loads(body)))
         answer = _DEPICT_ANSWER
@@ -79,6 +94,7 @@ class Receipts:
     """What the stand-ins received since the last :meth:`reset`: first arrival time of each id, per vendor."""
 
     def __init__(self, directory: Path):
+        self.directory = directory
         self._directory = directory
         self._offsets: dict[Path, int] = {}
         self._first: dict[str, dict[str, float]] = {vendor: {} for vendor in VENDORS}
@@ -137,6 +153,13 @@ class StandIns:
     @property
     def commerce_url(self) -> str:
         return self.url + COMMERCE_PATH
+
+    def take_down(self, vendor: str) -> None:
+        """From now on ``vendor``'s path answers 503."""
+        (self.receipts.directory / f"down-{vendor}").touch()
+
+    def bring_up(self, vendor: str) -> None:
+        (self.receipts.directory / f"down-{vendor}").unlink(missing_ok=True)
 
 
 def start_standins(stack: "Stack") -> StandIns:
