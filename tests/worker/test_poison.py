@@ -53,7 +53,9 @@ def test_unsendable_deliveries_are_dead_lettered_alone_and_the_rest_delivered_on
     assert "UnicodeEncodeError" in letters["commerce"].reason
     time.sleep(2)  # long enough for a retry at the test config's 0.5 s base interval
     assert live_stack.commerce.duplicates() == []
-    assert live_stack.depict.requests == []
+    ours = {event["id"] for event in [*good, broken]}
+    sent_to_depict = [event for request in live_stack.depict.requests for event in request.json]
+    assert not [event for event in sent_to_depict if event.get("deduplication_id") in ours]  # an earlier test's may arrive
 
 
 def test_a_vendor_answer_that_echoes_the_key_is_masked_in_the_dead_letter(live_stack):
