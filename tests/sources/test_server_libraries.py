@@ -23,35 +23,33 @@ ORDER = {
 VISITOR = {"ip": "203.0.113.77", "userAgent": "Mozilla/5.0 (the visitor's browser)", "page": {"url": "https://shop.example/checkout"}}
 
 
-@pytest.fixture
-def segment_library(live_stack: LiveStack) -> Iterator[Any]:
-    """segment-analytics-python's module API, as a shop configures it: a write key and a host."""
-    import segment.analytics as analytics
-
+def _configured(analytics: Any, **settings: Any) -> Iterator[Any]:
+    """A library's module API set as a shop sets it; on the way out it is flushed and its errors must be none."""
     errors: list[Exception] = []
-    analytics.write_key, analytics.host, analytics.on_error = SERVER_WRITE_KEY, live_stack.url, lambda error, _: errors.append(error)
+    for name, value in {**settings, "on_error": lambda error, _: errors.append(error)}.items():
+        setattr(analytics, name, value)
     analytics.default_client = None
     yield analytics
     analytics.flush()
     analytics.shutdown()
     analytics.default_client = None
     assert not errors, errors
+
+
+@pytest.fixture
+def segment_library(live_stack: LiveStack) -> Iterator[Any]:
+    """segment-analytics-python: a write key and a host."""
+    import segment.analytics as analytics
+
+    yield from _configured(analytics, write_key=SERVER_WRITE_KEY, host=live_stack.url)
 
 
 @pytest.fixture
 def rudderstack_library(live_stack: LiveStack) -> Iterator[Any]:
-    """rudder-sdk-python's module API (it gzips its batches by default)."""
+    """rudder-sdk-python: a write key and a data plane URL (it gzips its batches by default)."""
     import rudderstack.analytics as analytics
 
-    errors: list[Exception] = []
-    analytics.write_key, analytics.dataPlaneUrl = SERVER_WRITE_KEY, live_stack.url
-    analytics.on_error = lambda error, _: errors.append(error)
-    analytics.default_client = None
-    yield analytics
-    analytics.flush()
-    analytics.shutdown()
-    analytics.default_client = None
-    assert not errors, errors
+    yield from _configured(analytics, write_key=SERVER_WRITE_KEY, dataPlaneUrl=live_stack.url)
 
 
 def _purchases(live_stack: LiveStack, count: int) -> list[dict]:
