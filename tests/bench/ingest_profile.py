@@ -210,7 +210,7 @@ def profile_collect(config_path: Any, redis_url: str, requests: int) -> tuple[fl
     app = create_app({"COLLECTOR_CONFIG": load_config(config_path), "REDIS_URL": redis_url})
     with app.app_context():
         outbox = collector_state().outbox
-        outbox._script = timers.wrap(SCRIPT_LABEL, outbox._script)
+        outbox._run = timers.wrap(SCRIPT_LABEL, outbox._run)
     wrap_hooks(app, timers)
     total_timer(app, timers)
     client = app.test_client()
