@@ -369,3 +369,31 @@ def test_a_resent_message_is_delivered_once(variant: Variant, shop: ShopServer, 
     assert [e["deduplication_id"] for e, _ in depict_events(stack, url) if e.get("product_id") == "KEY-1" and e["type"] == "add_to_cart"] == [message["messageId"]]
     assert len(web_events(stack, {message["messageId"]})) == 1
     assert stack.depict.duplicates() == [] and stack.commerce.duplicates() == []
+
+
+def rudderstack_beacon_page(collector: str, script_url: str) -> str:
+    """RudderStack's SDK told to send with navigator.sendBeacon, which it does when the page is left."""
+    script = (
+        "var A = new rudderanalytics.RudderAnalytics();\n"
+        f"A.load({json.dumps(BROWSER_WRITE_KEY)}, {json.dumps(collector)}, {{configUrl: {json.dumps(collector)}, useBeacon: true}});\n"
+        "A.track('Product Added', {product_id: 'KEY-BEACON', price: 100, currency: 'USD'});"
+    )
+    return _page("RudderStack beacon", f'<script src="{script_url}"></script>', script)
+
+
+def test_rudderstacks_beacon_sent_as_the_page_is_left_is_delivered(shop: ShopServer, stack: ServeStack, visit: Visit):
+    """With useBeacon, an event tracked just before the visitor leaves arrives at Depict.
+
+    The SDK sends it with navigator.sendBeacon to /beacon/v1/batch?writeKey=... as the page is hidden
+    (Playwright does not report a beacon sent during unload; the path's answers are tested in
+    tests/collector/sources/test_api.py).
+    """
+    client, file = RUDDERSTACK, "dist/npm/modern/bundled/umd/index.js"
+    url = shop.add_page(f"/products/beacon-{uuid.uuid4().hex[:8]}", rudderstack_beacon_page(stack.url, shop.script_url(client, file)))
+    visit.page.goto(url, wait_until="load")
+    visit.page.wait_for_timeout(1000)  # the SDK loads its source config, then queues the track for the beacon
+    visit.page.goto(shop.add_page("/next-page", _page("next", "", "")), wait_until="load")
+
+    events = visit.pump_until(lambda: depict_events(stack, url), f"Depict to receive the beaconed event for {url}")
+    assert [(e["type"], e["product_id"]) for e, _ in events] == [("add_to_cart", "KEY-BEACON")]
+    assert_only_local_hosts(visit, stack.url, shop.url)
