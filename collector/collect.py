@@ -45,7 +45,8 @@ def _site_named(name: str) -> Site:
     return site
 
 
-def _check_origin(site: Site) -> None:
+def check_origin(site: Site) -> None:
+    """403 for a page of an origin the site does not list (a site that lists none takes any)."""
     origin = request.headers.get("Origin")
     if origin and site.origins and origin not in site.origins:
         raise OriginNotAllowed(f"origin {origin!r} is not configured for site {site.name!r}")
@@ -120,19 +121,19 @@ bp.after_request(allow_site_origin)
 def _count_answer(response: Response) -> Response:
     if request.endpoint == "collect.collect":
         metrics.REQUESTS.labels(str(response.status_code)).inc()
-        if 400 <= response.status_code < 500 or (response.status_code == 202 and g.get("rejected")):
-            _keep_refusal(response)
+        keep_refusal(response, accepted_status=202, unit="events")
     return response
 
 
-def _keep_refusal(response: Response) -> None:
-    """A refused request, or the events a 202 refused, for the console's bad rows (reasons only, no body)."""
-    answer = response.get_json(silent=True) or {}
-    if response.status_code == 202:
-        message, details = f"{len(g.rejected)} of the batch's events refused", {"rejected": g.rejected}
-    else:
-        error = answer.get("error") or {}
+def keep_refusal(response: Response, accepted_status: int, unit: str) -> None:
+    """A refused request, or the ``unit`` an accepted answer refused, for the console's bad rows (reasons only, no body)."""
+    if response.status_code == accepted_status and g.get("rejected"):
+        message, details = f"{len(g.rejected)} of the batch's {unit} refused", {"rejected": g.rejected}
+    elif 400 <= response.status_code < 500:
+        error = (response.get_json(silent=True) or {}).get("error") or {}
         message, details = str(error.get("message", "")), error.get("details")
+    else:
+        return
     record_refusal(collector_state().redis, response.status_code, message, g.get("site_name"), details)
 
 
@@ -152,7 +153,7 @@ def collect() -> tuple[Response, int]:
         raise BadRequest("the request is not a batch of events", details=error.messages) from None
     site = _site_named(envelope["site"])
     g.site_name = site.name
-    _check_origin(site)
+    check_origin(site)
     events, rejected = check_batch(site, envelope["events"], may_hold_lone_surrogates(raw_body))
     g.rejected = rejected
     if not events:

@@ -34,7 +34,7 @@ from marshmallow import ValidationError
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from collector import defaults
-from collector.collect import grant_cors
+from collector.collect import check_origin, grant_cors, keep_refusal
 from collector.config import Site
 from collector.enrich import (
     VISITOR_ID_PATTERN,
@@ -46,10 +46,9 @@ from collector.enrich import (
     forwardable_user_agent,
     global_privacy_control,
 )
-from collector.errors import BadRequest, BudgetExceeded, CollectorError, OriginNotAllowed, error_body
+from collector.errors import BadRequest, BudgetExceeded, CollectorError, error_body
 from collector.extensions import collector_state
 from collector.intake import VisitorEvents, check_batch, check_web_event_budget, count_outcome, queue_batch, without_repeats
-from collector.live_tail import record_refusal
 from collector.request_body import may_hold_lone_surrogates, parse_json, read_body
 from collector.sources import rudderstack, segment
 
@@ -113,9 +112,7 @@ def _sender(body: dict[str, Any] | None) -> Sender:
         raise UnknownWriteKey("a server write key is accepted only as the Basic auth user")
     g.site_name = site.name
     if not is_server:
-        origin = request.headers.get("Origin")
-        if origin and site.origins and origin not in site.origins:
-            raise OriginNotAllowed(f"origin {origin!r} is not configured for site {site.name!r}")
+        check_origin(site)
     return Sender(site, key, is_server)
 
 
@@ -342,12 +339,8 @@ def _allow_site_origin(response: Response) -> Response:
 @bp.after_request
 def _keep_refusal(response: Response) -> Response:
     """Refused requests and messages, for the console's bad rows (reasons only, never the body)."""
-    if request.endpoint in INGEST_ENDPOINTS and (response.status_code >= 400 or g.get("rejected")):
-        if response.status_code < 500:
-            answer = response.get_json(silent=True) or {}
-            message = str(answer.get("message", "")) or f"{len(g.get('rejected') or [])} messages refused"
-            details = {"rejected": g.rejected} if g.get("rejected") else None
-            record_refusal(collector_state().redis, response.status_code, message, g.get("site_name"), details)
+    if request.endpoint in INGEST_ENDPOINTS:
+        keep_refusal(response, accepted_status=200, unit="messages")
     return response
 
 

@@ -228,3 +228,15 @@ def test_rudderstacks_own_forms_are_understood(client, redis_client):
     assert "account" not in viewed["body"]
     [depict] = queued(redis_client)
     assert "document_referrer" not in depict["body"][0] and depict["body"][0]["user_id"] == page["anonymousId"]
+
+
+def test_refused_messages_reach_the_consoles_bad_rows(client, redis_client):
+    """As /collect's do: a refused request with its reason, and the messages an accepted batch refused."""
+    from collector.live_tail import recent_refusals
+
+    send(client, "/v1/batch", {"batch": [{"type": "track"}, make_segment_message(event="Fine")]})
+    send(client, "/v1/t", make_segment_message(event="X"), write_key="nobody")
+    [unknown, partly] = recent_refusals(redis_client)
+    assert (unknown["status"], unknown["message"]) == (401, "unknown write key")
+    assert (partly["status"], partly["message"], partly["site"]) == (200, "1 of the batch's messages refused", SITE)
+    assert partly["details"]["rejected"][0]["index"] == 0
