@@ -36,6 +36,7 @@ from collector.queue import KEY_PREFIX
 
 LEDGER_MARGIN_SECONDS = 3600
 LEDGER_GRACE_SECONDS = 120  # longer than RQ takes to see a killed job as abandoned and run it again
+_EXPIRING_KEPT = 1024  # job keys a process remembers having given an expiry (a few jobs run at a time)
 
 
 def ledger_seconds(policy: DeliveryPolicy) -> int:
@@ -57,10 +58,16 @@ def _without(delivery: dict[str, Any], delivered: set[str]) -> dict[str, Any] | 
     return {**delivery, "body": [delivery["body"][index] for index in keep], "event_ids": event_ids}
 
 
+def _fields(event_ids: list[str]) -> list[str]:
+    """``HSET``'s field-value pairs: each event id, with an empty value."""
+    return [part for event_id in event_ids for part in (event_id, "")]
+
+
 class DeliveryLedger:
     def __init__(self, redis: Redis, window_seconds: int):
         self._redis = redis
         self._window = window_seconds
+        self._expiring: set[str] = set()  # jobs whose record this process has given its expiry
 
     def undelivered(self, job_key: str, deliveries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         """The job's deliveries still owed, each trimmed to the events not yet delivered."""
@@ -71,25 +78,52 @@ class DeliveryLedger:
         return [delivery for delivery in remaining if delivery is not None]
 
     def mark_delivered(self, marks: Sequence[tuple[str, dict[str, Any]]]) -> None:
-        """Record ``(job key, delivery)`` pairs as delivered, in one round trip."""
+        """Record ``(job key, delivery)`` pairs as delivered, in one round trip.
+
+        A job's record gets its expiry with its first write from this process
+        (later writes need none: the record outlives the job's retries), so
+        a write is usually one ``HSET``, not a pipeline of two commands.
+        """
+        by_job: dict[str, list[str]] = {}
+        for job_key, delivery in marks:
+            by_job.setdefault(job_key, []).extend(delivery["event_ids"])
+        fresh = [job_key for job_key in by_job if job_key not in self._expiring]
+        if len(by_job) == 1 and not fresh:
+            job_key, events = next(iter(by_job.items()))
+            self._redis.execute_command("HSET", ledger_key(job_key), *_fields(events))
+            return
         pipe = self._redis.pipeline(transaction=False)
-        for job_key in {job_key for job_key, _ in marks}:
-            events = [event_id for key, delivery in marks if key == job_key for event_id in delivery["event_ids"]]
-            pipe.hset(ledger_key(job_key), mapping=dict.fromkeys(events, ""))
-            pipe.expire(ledger_key(job_key), self._window)
+        for job_key, events in by_job.items():
+            pipe.execute_command("HSET", ledger_key(job_key), *_fields(events))
+            if job_key in fresh:
+                pipe.expire(ledger_key(job_key), self._window)
         pipe.execute()
+        self._remember_expiring(fresh)
+
+    def _remember_expiring(self, job_keys: list[str]) -> None:
+        if len(self._expiring) + len(job_keys) > _EXPIRING_KEPT:
+            self._expiring.clear()  # the next write of each job sets its expiry again: harmless
+        self._expiring.update(job_keys)
 
     def forget(self, job_key: str) -> None:
         """The job has ended: keep its record only as long as a run of it as abandoned could still come."""
         self._redis.expire(ledger_key(job_key), LEDGER_GRACE_SECONDS)
+        self._expiring.discard(job_key)
 
 
 class _Mark:
     def __init__(self, job_key: str, delivery: dict[str, Any]):
         self.job_key = job_key
         self.delivery = delivery
-        self.written = threading.Event()
         self.error: BaseException | None = None
+        self._pending = threading.Lock()  # held until the mark is written: cheaper to wait on than an Event
+        self._pending.acquire()
+
+    def wait_written(self) -> None:
+        self._pending.acquire()
+
+    def set_written(self) -> None:
+        self._pending.release()
 
 
 class GroupCommit:
@@ -115,7 +149,7 @@ class GroupCommit:
             self._writing = True
         if leads:
             self._write_until_none_wait()
-        mark.written.wait()
+        mark.wait_written()
         if mark.error is not None:
             raise mark.error
 
@@ -132,4 +166,4 @@ class GroupCommit:
                 for mark in batch:
                     mark.error = error
             for mark in batch:
-                mark.written.set()
+                mark.set_written()

@@ -36,6 +36,8 @@ def test_a_job_forgets_its_record_when_it_ends(redis_client, site_config: Collec
     ledger = DeliveryLedger(redis_client, ledger_seconds(policy))
     ledger.mark_delivered([("job-1", depict_delivery("event-a1"))])
     assert policy.retry_for_seconds < redis_client.ttl(ledger_key("job-1")) <= ledger_seconds(policy)
+    ledger.mark_delivered([("job-1", depict_delivery("event-b2"))])
+    assert policy.retry_for_seconds < redis_client.ttl(ledger_key("job-1")) <= ledger_seconds(policy), "a later write keeps the expiry"
     ledger.forget("job-1")
     assert 0 < redis_client.ttl(ledger_key("job-1")) <= LEDGER_GRACE_SECONDS
     assert ledger.undelivered("job-1", [depict_delivery("event-a1")]) == [], "a re-run within the grace skips it"
