@@ -105,6 +105,10 @@ class DeliveryLedger:
             self._expiring.clear()  # the next write of each job sets its expiry again: harmless
         self._expiring.update(job_keys)
 
+    def close(self) -> None:
+        """Give the ledger's connection back (it holds one of its own, ``runtime.ledger_connection``)."""
+        self._redis.close()
+
     def forget(self, job_key: str) -> None:
         """The job has ended: keep its record only as long as a run of it as abandoned could still come."""
         self._redis.expire(ledger_key(job_key), LEDGER_GRACE_SECONDS)
