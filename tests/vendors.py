@@ -54,6 +54,13 @@ class _Fault:
         return self.remaining is None or self.remaining > 0
 
 
+
+class _VendorServer(ThreadingHTTPServer):
+    """A listen backlog like a real server's: the standard library's 5 drops the SYNs of a worker's
+    16 simultaneous connects on a busy machine, and each then waits out the client's 1 s connect timeout."""
+
+    request_queue_size = 128
+
 class VendorStandIn:
     """A recording, spec-checking HTTP server for one vendor endpoint."""
 
@@ -73,7 +80,7 @@ class VendorStandIn:
     # lifecycle
 
     def start(self) -> "VendorStandIn":
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._server = _VendorServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
