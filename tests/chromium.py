@@ -7,7 +7,8 @@ The flags keep Chromium off the network it would otherwise call at start
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -51,3 +52,19 @@ def launched_chromium() -> Iterator[Any]:
 
     with sync_playwright() as playwright, chromium_from(playwright) as browser:
         yield browser
+
+
+def pump_until(
+    page: Any, predicate: Callable[[], Any], what: str, timeout: float, poll_ms: int = 50, explain: Callable[[], str] | None = None
+) -> Any:
+    """Poll ``predicate`` while Playwright runs (its route and event handlers only progress inside its calls); its value.
+
+    Raises AssertionError naming ``what`` after ``timeout`` seconds, with ``explain()`` appended when given.
+    """
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        if time.monotonic() > deadline:
+            detail = f"\n{explain()}" if explain is not None else ""
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}{detail}")
+        page.wait_for_timeout(poll_ms)
+    return value

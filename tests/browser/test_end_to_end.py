@@ -14,13 +14,13 @@ real network would carry. The recording-collector tests prove that path.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 from tests.browser.conftest import page_html
+from tests.chromium import pump_until as wait_in_page
 from tests.conftest import ORIGIN, SITE
 
 VENDOR_WAIT_SECONDS = 20
@@ -67,13 +67,7 @@ class Shop:
 
 
 def pump_until(tab: Any, predicate: Callable[[], Any], what: str, timeout: float = VENDOR_WAIT_SECONDS) -> Any:
-    """Poll ``predicate`` while letting Playwright run: the route handlers only progress inside its calls."""
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        tab.page.wait_for_timeout(50)
-    return value
+    return wait_in_page(tab.page, predicate, what, timeout)
 
 
 @pytest.fixture

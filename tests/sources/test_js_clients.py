@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -33,6 +32,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from tests.chromium import pump_until as wait_in_page
 from tests.conftest import BROWSER_WRITE_KEY, SITE
 from tests.sources.js_clients import RUDDERSTACK, SEGMENT, Client
 from tests.stack import ServeStack
@@ -237,13 +237,8 @@ class Visit:
         return found
 
     def pump_until(self, predicate: Callable[[], Any], what: str, timeout: float = WAIT_SECONDS) -> Any:
-        """Poll ``predicate`` while Playwright runs (its event handlers only progress inside its calls)."""
-        deadline = time.monotonic() + timeout
-        while not (value := predicate()):
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{self.report()}")
-            self.page.wait_for_timeout(100)
-        return value
+        """Poll ``predicate`` while Playwright runs; on a timeout the page's console and requests are in the error."""
+        return wait_in_page(self.page, predicate, what, timeout, poll_ms=100, explain=self.report)
 
     def report(self) -> str:
         lines = ["requests:", *(f"  {r.method} {r.url}" for r in self.requests)]
