@@ -126,6 +126,19 @@ class DeliveryWorker(SimpleWorker):
         else:
             self.scheduler.start()
 
+    def unsubscribe(self) -> None:
+        """Stop listening for RQ's commands without waiting a minute.
+
+        RQ unsubscribes, then stops the listener thread, which reads with a
+        60 s timeout; redis-py 8's ``stop()`` waits for that thread. When
+        the unsubscribe confirmation reached the thread before it was told
+        to stop, it went back to waiting up to 60 s for a subscription, and
+        the process with it. Told first, it ends on that confirmation.
+        """
+        if self.pubsub_thread is not None:
+            self.pubsub_thread._running.clear()
+        super().unsubscribe()
+
     def get_heartbeat_ttl(self, job: Any, working_time: float = 0.0) -> int:
         return HEARTBEAT_TTL_SECONDS
 

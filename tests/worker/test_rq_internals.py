@@ -46,6 +46,7 @@ RELIED_ON = [
     (SimpleWorker, "_install_signal_handlers", ["self"]),
     (SimpleWorker, "handle_exception", ["self", "job"]),
     (SimpleWorker, "_exc_handlers", None),
+    (SimpleWorker, "unsubscribe", ["self"]),
     (job_lifecycle, "call_exception_handlers", ["handlers", "job"]),
     (RQScheduler, "work", ["self"]),
     (RQScheduler, "request_stop", ["self"]),
