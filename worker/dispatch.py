@@ -91,14 +91,21 @@ def job_timeout_seconds(policy: DeliveryPolicy) -> int:
 
 
 def deliveries_for_one_job(entries: list[bytes], limit: int) -> tuple[int, list[dict[str, Any]]]:
-    """How many whole entries from the head make one job of at most ``limit`` deliveries (at least one entry)."""
+    """How many whole entries from the head make one job of at most ``limit`` events (at least one entry).
+
+    A Commerce delivery is one event; a Depict delivery is an array, counted
+    by its events, so that a job's size in Redis and in memory stays about
+    the same whichever vendor it is for.
+    """
     deliveries: list[dict[str, Any]] = []
-    taken = 0
+    events = taken = 0
     for entry in entries:
         decoded = decode_entry(entry)
-        if taken and len(deliveries) + len(decoded) > limit:
+        size = sum(len(delivery["event_ids"]) for delivery in decoded)
+        if taken and events + size > limit:
             break
         deliveries += decoded
+        events += size
         taken += 1
     return taken, deliveries
 

@@ -13,8 +13,9 @@ from worker.outbox_return import return_to_outbox
 OUTBOX = outbox_key(SITE, "commerce")
 
 
-def delivery(number: int) -> dict:
-    return {"id": f"d{number}", "site": SITE, "destination": "commerce", "headers": {}, "body": {}, "event_ids": [f"event{number:04d}"], "queued_at": 0}
+def delivery(number: int, events: int = 1) -> dict:
+    event_ids = [f"event{number:04d}-{index}" for index in range(events)]
+    return {"id": f"d{number}", "site": SITE, "destination": "commerce", "headers": {}, "body": {}, "event_ids": event_ids, "queued_at": 0}
 
 
 def in_jobs(redis: Redis) -> list[str]:
@@ -33,6 +34,14 @@ def test_whole_entries_make_a_job_of_at_most_deliveries_per_job(redis_client, si
     sizes = [len(job.args[0]) for job in delivery_queue(redis_client, "commerce").jobs]
     assert sizes == [20, 20, 10]
     assert in_outbox(redis_client) == []
+
+
+def test_an_array_of_events_counts_its_events_toward_a_jobs_size(redis_client, site_config: CollectorConfig):
+    """Depict arrays of 10 events fill a 20-event job two at a time, as 20 single-event deliveries would."""
+    for number in range(5):
+        redis_client.rpush(OUTBOX, encode_entry([delivery(number, events=10)]))
+    Dispatcher(redis_client, site_config.settings.delivery).drain(OUTBOX)
+    assert [len(job.args[0]) for job in delivery_queue(redis_client, "commerce").jobs] == [2, 2, 1]
 
 
 def test_only_a_few_jobs_wait_and_the_rest_stays_in_the_outbox(redis_client, site_config: CollectorConfig):
