@@ -269,8 +269,8 @@ class DeliverySchema(Schema):
     retry_base_seconds = fields.Float(validate=validate.Range(min=0.1, max=3600))
     retry_max_interval_seconds = fields.Float(validate=validate.Range(min=1, max=86400))
     retry_for_seconds = fields.Float(validate=validate.Range(min=1, max=7 * 86400))
-    deliveries_per_job = fields.Integer(strict=True, validate=validate.Range(min=1, max=1000))
-    concurrency = fields.Integer(strict=True, validate=validate.Range(min=1, max=256))
+    deliveries_per_job = fields.Integer(strict=True, validate=validate.Range(min=1, max=defaults.MAX_DELIVERIES_PER_JOB))
+    concurrency = fields.Integer(strict=True, validate=validate.Range(min=1, max=defaults.MAX_SEND_CONCURRENCY))
 
     @post_load
     def _make(self, data: dict[str, Any], **_: Any) -> DeliveryPolicy:

@@ -100,8 +100,10 @@ DEFAULT_RETRY_BASE_SECONDS = 10  # first retry after about this long, doubling e
 DEFAULT_RETRY_MAX_INTERVAL_SECONDS = 1800
 DEFAULT_RETRY_FOR_SECONDS = 6 * 3600  # then a delivery is dead-lettered
 RETRY_JITTER = 0.2  # +/- this share of each interval, so retries of many jobs spread out
-DEFAULT_DELIVERIES_PER_JOB = 200
-DEFAULT_SEND_CONCURRENCY = 16
+DEFAULT_DELIVERIES_PER_JOB = 2000  # events one RQ job carries: its bookkeeping (about 20 Redis round trips) spread over many sends
+MAX_DELIVERIES_PER_JOB = 5000
+DEFAULT_SEND_CONCURRENCY = 256  # requests in flight per destination and delivery process, at most
+MAX_SEND_CONCURRENCY = 2048
 DEFAULT_COMMERCE_AUTH_SCHEME = "Bearer"
 
 # The collector's own protection.

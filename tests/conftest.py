@@ -124,6 +124,7 @@ retry_base_seconds = 0.5
 retry_max_interval_seconds = 2
 retry_for_seconds = {retry_for_seconds}
 deliveries_per_job = 20
+concurrency = 16
 
 [sites.{SITE}]
 origins = ["{ORIGIN}"]

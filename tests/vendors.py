@@ -76,6 +76,8 @@ class VendorStandIn:
         self._faults: collections.deque[_Fault] = collections.deque()
         self._stopping = threading.Event()
         self._server: ThreadingHTTPServer | None = None
+        self._rate_limit: tuple[int, float] | None = None  # (requests allowed per second, Retry-After)
+        self._window = (0, 0)  # (the current second, requests in it)
 
     # lifecycle
 
@@ -121,9 +123,15 @@ class VendorStandIn:
         with self._lock:
             self._faults.append(_Fault(status))
 
+    def limit_rate(self, per_second: int, retry_after: float = 1) -> None:
+        """Allow ``per_second`` requests in each second of the clock; answer 429 with Retry-After beyond."""
+        with self._lock:
+            self._rate_limit = (per_second, retry_after)
+
     def reset_faults(self) -> None:
         with self._lock:
             self._faults.clear()
+            self._rate_limit = None
 
     def set_api_key(self, api_key: str) -> None:
         self._api_key = api_key
@@ -172,7 +180,21 @@ class VendorStandIn:
 
     # answering
 
+    def _over_rate(self) -> _Fault | None:
+        """The 429 a request over the rate limit gets (counted in a fixed one-second window)."""
+        with self._lock:
+            if self._rate_limit is None:
+                return None
+            allowed, retry_after = self._rate_limit
+            second = int(time.monotonic())
+            count = self._window[1] + 1 if self._window[0] == second else 1
+            self._window = (second, count)
+        return _Fault(429, retry_after=retry_after) if count > allowed else None
+
     def _next_fault(self) -> _Fault | None:
+        over = self._over_rate()
+        if over is not None:
+            return over
         with self._lock:
             while self._faults and not self._faults[0].applies():
                 self._faults.popleft()

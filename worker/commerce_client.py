@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
-
 from collector.config import CommerceDestination
 from worker.delivery import VendorClient
 
@@ -18,8 +16,8 @@ from worker.delivery import VendorClient
 class CommerceClient(VendorClient):
     name = "commerce"
 
-    def __init__(self, destination: CommerceDestination, http: httpx.Client):
-        super().__init__(destination.url, http)
+    def __init__(self, destination: CommerceDestination):
+        super().__init__(destination.url)
         self._authorization = f"{destination.auth_scheme} {destination.api_key}"
 
     def headers_for(self, delivery: dict[str, Any]) -> dict[str, str]:

@@ -12,6 +12,8 @@ reason: repeating it would fail the same way for ever.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import random
 import time
@@ -19,7 +21,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-import httpx
+import aiohttp
+import orjson
 
 from collector.config import DeliveryPolicy
 from collector.defaults import RETRY_JITTER
@@ -30,6 +33,8 @@ RETRYABLE_STATUSES = frozenset({408, 429})
 MAX_KEPT_BODY_CHARS = 1000
 # Read a little more of an answer than is kept, so that a key it echoes at the cut is masked whole before cutting.
 _READ_ANSWER_CHARS = MAX_KEPT_BODY_CHARS + 512
+_READ_ANSWER_BYTES = 64 * 1024  # of a vendor's answer, at most; a longer one costs its connection, not memory
+USER_AGENT = "first-party-collector/0.1"
 
 
 class Outcome(str, Enum):
@@ -85,40 +90,63 @@ def retry_delay(attempt: int, policy: DeliveryPolicy, retry_after: float | None 
     return max(jittered, retry_after or 0.0)
 
 
+def encode_body(body: Any) -> bytes:
+    """A delivery's body as JSON, as the vendors take it (UTF-8, compact).
+
+    orjson for speed; what it refuses (an integer past 64 bits) goes through
+    the standard library, which also says plainly what cannot be encoded at
+    all (a lone surrogate: ``UnicodeEncodeError``).
+    """
+    try:
+        return orjson.dumps(body)
+    except orjson.JSONEncodeError:
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+
+
+def check_headers(headers: dict[str, str]) -> dict[str, str]:
+    """Header values as HTTP carries them: ASCII without line breaks, or ``UnicodeEncodeError``/``ValueError``."""
+    for name, value in headers.items():
+        value.encode("ascii")
+        if "\r" in value or "\n" in value:
+            raise ValueError(f"header {name} holds a line break")
+    return headers
+
+
 class VendorClient:
     """Posts a delivery's body to one destination's URL; subclasses say which headers go along."""
 
     name = "vendor"
 
-    def __init__(self, url: str, http: httpx.Client):
+    def __init__(self, url: str):
         self.url = url
-        self._http = http
 
     def headers_for(self, delivery: dict[str, Any]) -> dict[str, str]:
         raise NotImplementedError
 
-    def send(self, delivery: dict[str, Any]) -> list[Attempt]:
+    async def send(self, http: aiohttp.ClientSession, delivery: dict[str, Any]) -> list[Attempt]:
         """One request; subclasses may split a refused batch into several (hence a list)."""
-        return [self.post(delivery)]
+        return [await self.post(http, delivery)]
 
-    def post(self, delivery: dict[str, Any]) -> Attempt:
+    async def post(self, http: aiohttp.ClientSession, delivery: dict[str, Any]) -> Attempt:
         try:
-            request = self._http.build_request("POST", self.url, json=delivery["body"], headers=self.headers_for(delivery))
+            body = encode_body(delivery["body"])
+            headers = check_headers({**self.headers_for(delivery), "Content-Type": "application/json"})
         except (UnicodeError, TypeError, ValueError) as error:
             log.warning("%s delivery %s cannot be sent: %s", self.name, delivery["id"], type(error).__name__)
             return Attempt(delivery, Outcome.DEAD, answer=f"the delivery cannot be sent as HTTP: {describe_error(error)}")
         started = time.perf_counter()
         try:
-            response = self._http.send(request)
-        except httpx.HTTPError as error:
-            log.info("%s delivery %s: %s", self.name, delivery["id"], type(error).__name__)
+            async with http.post(self.url, data=body, headers=headers, allow_redirects=False) as response:
+                answer = await response.content.read(_READ_ANSWER_BYTES)
+        except (aiohttp.ClientError, asyncio.TimeoutError) as error:
+            log.debug("%s delivery %s: %s", self.name, delivery["id"], type(error).__name__)
             return Attempt(delivery, Outcome.RETRY, answer=type(error).__name__, seconds=time.perf_counter() - started)
-        log.debug("%s delivery %s: HTTP %s", self.name, delivery["id"], response.status_code)
+        log.debug("%s delivery %s: HTTP %s", self.name, delivery["id"], response.status)
         return Attempt(
             delivery,
-            outcome_of_status(response.status_code),
-            status=response.status_code,
-            answer=response.text[:_READ_ANSWER_CHARS],
+            outcome_of_status(response.status),
+            status=response.status,
+            answer=answer.decode("utf-8", "replace")[:_READ_ANSWER_CHARS],
             retry_after=parse_retry_after(response.headers.get("Retry-After")),
             seconds=time.perf_counter() - started,
         )

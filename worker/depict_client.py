@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
+import aiohttp
 
 from collector.config import DepictDestination
 from collector.routing import depict_delivery_id
@@ -39,8 +39,8 @@ def split_delivery(delivery: dict[str, Any]) -> list[dict[str, Any]]:
 class DepictClient(VendorClient):
     name = "depict"
 
-    def __init__(self, destination: DepictDestination, http: httpx.Client):
-        super().__init__(destination.url, http)
+    def __init__(self, destination: DepictDestination):
+        super().__init__(destination.url)
         self._api_key = destination.api_key
 
     def headers_for(self, delivery: dict[str, Any]) -> dict[str, str]:
@@ -49,8 +49,8 @@ class DepictClient(VendorClient):
         headers["X-API-KEY"] = self._api_key
         return headers
 
-    def send(self, delivery: dict[str, Any]) -> list[Attempt]:
-        attempt = self.post(delivery)
+    async def send(self, http: aiohttp.ClientSession, delivery: dict[str, Any]) -> list[Attempt]:
+        attempt = await self.post(http, delivery)
         if attempt.status == VALIDATION_ERROR and len(delivery["body"]) > 1:
-            return [part for half in split_delivery(delivery) for part in self.send(half)]
+            return [part for half in split_delivery(delivery) for part in await self.send(http, half)]
         return [attempt]

@@ -18,7 +18,8 @@ error as the reason.
 
 A process told to stop sends nothing more: the job's deliveries not yet
 started go back to their outbox (``Outcome.UNSENT``), so stopping waits for
-the requests in flight, not for the rest of the job.
+the requests in flight, not for the rest of the job. So do those a
+throttled destination could not start within the job's send window.
 """
 
 from __future__ import annotations
@@ -32,14 +33,18 @@ from typing import Any
 from redis import Redis
 from rq import get_current_job
 
+from collector.config import DeliveryPolicy
 from collector.delivery_stats import JobFigures, answer_class, record_job
 from collector.queue import wake_dispatchers
 from worker.breaker import Breaker
 from worker.delivery import Attempt, Outcome, describe_error, retry_delay
+from worker.dispatch import job_timeout_seconds
 from worker.outbox_return import return_to_outbox
 from worker.runtime import current_runtime
 
 log = logging.getLogger(__name__)
+
+JOB_END_MARGIN_SECONDS = 15  # for the job's bookkeeping after its last answer
 
 
 class DeliveriesFailed(Exception):
@@ -69,6 +74,16 @@ def _job_key(deliveries: list[dict[str, Any]]) -> str:
     if job is not None:
         return job.id
     return hashlib.sha256(",".join(delivery["id"] for delivery in deliveries).encode()).hexdigest()[:32]
+
+
+def send_window_seconds(policy: DeliveryPolicy) -> float:
+    """How long a job keeps starting requests: its RQ time limit less one request's own and a margin.
+
+    What a throttled destination could not send by then goes back to the
+    outbox for the next job, instead of RQ killing the job mid-send.
+    """
+    request = policy.timeout_seconds + policy.connect_timeout_seconds
+    return max(job_timeout_seconds(policy) - request - JOB_END_MARGIN_SECONDS, request)
 
 
 def _expired(attempt: Attempt, retry_for_seconds: float, now: float) -> bool:
@@ -157,7 +172,7 @@ def _forward(deliveries: list[dict[str, Any]]) -> dict[str, int]:
     policy = runtime.config.settings.delivery
     site, destination = deliveries[0]["site"], deliveries[0]["destination"]
     breaker = Breaker(runtime.redis, site, destination)
-    runtime.job_key = job_key = _job_key(deliveries)
+    job_key = _job_key(deliveries)
     if breaker.is_open():
         return_to_outbox(runtime.redis, runtime.ledger.undelivered(job_key, deliveries))
         runtime.ledger.forget(job_key)
@@ -166,7 +181,7 @@ def _forward(deliveries: list[dict[str, Any]]) -> dict[str, int]:
         return {"returned_to_outbox": len(deliveries)}
 
     pending = runtime.ledger.undelivered(job_key, deliveries)
-    attempts = runtime.send_all(pending)
+    attempts = runtime.send_all(job_key, pending, deadline=started + send_window_seconds(policy))
     unsent = [a.delivery for a in attempts if a.outcome is Outcome.UNSENT]
     return_to_outbox(runtime.redis, unsent)
     now = time.time()

@@ -15,18 +15,19 @@ delivered event holds a few bytes of Redis for two minutes, not for hours.
 It expires anyway after ``retry_for_seconds`` plus
 :data:`LEDGER_MARGIN_SECONDS`, should a job vanish.
 
-The send threads of a process share their writes (:class:`GroupCommit`): a
-thread whose vendor said 2xx waits until its mark is in Redis before it
-sends anything else, as it did when each thread wrote its own, but marks
-that arrive while a write is on its way go together in the next one. One
-round trip per answer cost a delivery process as much CPU as its HTTP
-requests.
+The sends of a process share their writes (:class:`GroupCommit`): a send
+whose vendor said 2xx keeps its place among the requests in flight until its
+mark is in Redis, so a process never has more answered-but-unrecorded
+requests than it may have in flight; marks that arrive while a write is on
+its way go together in the next one. One round trip per answer cost a
+delivery process as much CPU as its HTTP requests.
 """
 
 from __future__ import annotations
 
-import threading
+import asyncio
 from collections.abc import Sequence
+from concurrent.futures import Executor
 from typing import Any
 
 from redis import Redis
@@ -115,59 +116,46 @@ class DeliveryLedger:
         self._expiring.discard(job_key)
 
 
-class _Mark:
-    def __init__(self, job_key: str, delivery: dict[str, Any]):
-        self.job_key = job_key
-        self.delivery = delivery
-        self.error: BaseException | None = None
-        self._pending = threading.Lock()  # held until the mark is written: cheaper to wait on than an Event
-        self._pending.acquire()
-
-    def wait_written(self) -> None:
-        self._pending.acquire()
-
-    def set_written(self) -> None:
-        self._pending.release()
-
-
 class GroupCommit:
-    """Marks from many threads, written together; :meth:`mark_delivered` returns once its mark is in Redis.
+    """Marks from many sends, written together; :meth:`mark_delivered` returns once its marks are in Redis.
 
-    The first thread to arrive while no write is under way writes every mark
-    waiting, then again for those that came meanwhile, until none is left;
-    the others only wait. A failed write raises in every thread whose mark
-    it carried, as a thread's own write would have.
+    It runs on the delivery process's event loop (``worker.sender``). The
+    first send to arrive while no write is under way starts one, with every
+    mark waiting; marks that arrive meanwhile go together in the next. The
+    Redis call runs in a thread of its own (redis-py blocks), so the loop
+    goes on sending meanwhile. A failed write raises in every send whose
+    mark it carried, as a send's own write would have.
     """
 
-    def __init__(self, ledger: DeliveryLedger):
+    def __init__(self, ledger: DeliveryLedger, executor: Executor):
         self._ledger = ledger
-        self._lock = threading.Lock()
-        self._waiting: list[_Mark] = []
-        self._writing = False
+        self._executor = executor
+        self._waiting: list[tuple[str, Sequence[dict[str, Any]], asyncio.Future[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
 
-    def mark_delivered(self, job_key: str, delivery: dict[str, Any]) -> None:
-        mark = _Mark(job_key, delivery)
-        with self._lock:
-            self._waiting.append(mark)
-            leads = not self._writing
-            self._writing = True
-        if leads:
-            self._write_until_none_wait()
-        mark.wait_written()
-        if mark.error is not None:
-            raise mark.error
+    async def mark_delivered(self, job_key: str, deliveries: Sequence[dict[str, Any]]) -> None:
+        loop = asyncio.get_running_loop()
+        written = loop.create_future()
+        self._waiting.append((job_key, deliveries, written))
+        if self._writer is None:
+            self._writer = loop.create_task(self._write_until_none_wait())
+        await written
 
-    def _write_until_none_wait(self) -> None:
-        while True:
-            with self._lock:
+    async def _write_until_none_wait(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._waiting:
                 batch, self._waiting = self._waiting, []
-                if not batch:
-                    self._writing = False
-                    return
-            try:
-                self._ledger.mark_delivered([(mark.job_key, mark.delivery) for mark in batch])
-            except BaseException as error:  # handed to each waiting thread, raised there
-                for mark in batch:
-                    mark.error = error
-            for mark in batch:
-                mark.set_written()
+                marks = [(job_key, delivery) for job_key, deliveries, _ in batch for delivery in deliveries]
+                try:
+                    await loop.run_in_executor(self._executor, self._ledger.mark_delivered, marks)
+                except Exception as error:  # handed to each waiting send, raised there
+                    for *_, written in batch:
+                        if not written.done():
+                            written.set_exception(error)
+                else:
+                    for *_, written in batch:
+                        if not written.done():
+                            written.set_result(None)
+        finally:
+            self._writer = None

@@ -1,30 +1,26 @@
-"""What a worker process holds for its jobs: the site config, one pooled HTTP client,
-a thread pool for concurrent sends, and the Redis-side records.
+"""What a worker process holds for its jobs: the site config, the sender (an event loop with its HTTP
+connections and throttles), and the Redis-side records.
 
 RQ calls job functions by name with JSON arguments only, so the vendor
-clients (and their API keys) are built here, in the worker, from the same
+clients and their API keys live here, built once per process from the same
 config file the collector reads; they never pass through Redis.
 """
 
 from __future__ import annotations
 
-import logging
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 from redis import Redis
 
 from collector.config import CollectorConfig
 from worker.commerce_client import CommerceClient
 from worker.dead_letters import DeadLetters
-from worker.delivery import Attempt, Outcome, VendorClient, describe_error
+from worker.delivery import Attempt, VendorClient
 from worker.depict_client import DepictClient
-from worker.ledger import DeliveryLedger, GroupCommit, ledger_seconds
-
-log = logging.getLogger(__name__)
+from worker.ledger import DeliveryLedger, ledger_seconds
+from worker.sender import Sender
 
 
 def api_keys(config: CollectorConfig) -> list[str]:
@@ -33,13 +29,13 @@ def api_keys(config: CollectorConfig) -> list[str]:
     return [destination.api_key for destination in destinations if destination is not None]
 
 
-def vendor_clients(config: CollectorConfig, http: httpx.Client) -> dict[tuple[str, str], VendorClient]:
+def vendor_clients(config: CollectorConfig) -> dict[tuple[str, str], VendorClient]:
     clients: dict[tuple[str, str], VendorClient] = {}
     for site in config.sites.values():
         if site.depict is not None:
-            clients[(site.name, "depict")] = DepictClient(site.depict, http)
+            clients[(site.name, "depict")] = DepictClient(site.depict)
         if site.commerce is not None:
-            clients[(site.name, "commerce")] = CommerceClient(site.commerce, http)
+            clients[(site.name, "commerce")] = CommerceClient(site.commerce)
     return clients
 
 
@@ -49,8 +45,7 @@ def ledger_connection(redis: Redis) -> Redis:
     A write follows every answer a vendor accepts (``ledger.py``); taking a
     connection from the pool and giving it back cost each about 30 µs of
     redis-py, as much as the round trip itself. Its writes come one at a
-    time anyway (one group commit at a time), and redis-py serialises the
-    callers of a single-connection client with a lock.
+    time anyway (one group commit at a time).
     """
     return Redis(connection_pool=redis.connection_pool, single_connection_client=True)
 
@@ -59,63 +54,27 @@ def ledger_connection(redis: Redis) -> Redis:
 class WorkerRuntime:
     config: CollectorConfig
     redis: Redis
-    http: httpx.Client
-    executor: ThreadPoolExecutor
     ledger: DeliveryLedger
-    marks: GroupCommit
-    clients: dict[tuple[str, str], VendorClient] = field(default_factory=dict)
+    sender: Sender
     stopping: threading.Event = field(default_factory=threading.Event)
-    job_key: str = ""  # the running job's ledger (a process runs one job at a time)
 
     @classmethod
     def start(cls, config: CollectorConfig, redis: Redis, stopping: threading.Event | None = None) -> "WorkerRuntime":
-        policy = config.settings.delivery
-        http = httpx.Client(
-            timeout=httpx.Timeout(policy.timeout_seconds, connect=policy.connect_timeout_seconds),
-            limits=httpx.Limits(max_connections=policy.concurrency * 2, max_keepalive_connections=policy.concurrency),
-            headers={"User-Agent": "first-party-collector/0.1"},
-        )
-        executor = ThreadPoolExecutor(max_workers=policy.concurrency, thread_name_prefix="send")
-        ledger = DeliveryLedger(ledger_connection(redis), ledger_seconds(policy))
-        return cls(
-            config, redis, http, executor, ledger, GroupCommit(ledger), vendor_clients(config, http), stopping or threading.Event()
-        )
+        stopping = stopping or threading.Event()
+        ledger = DeliveryLedger(ledger_connection(redis), ledger_seconds(config.settings.delivery))
+        sender = Sender(vendor_clients(config), config.settings.delivery, ledger, stopping)
+        return cls(config, redis, ledger, sender, stopping)
 
     @property
     def dead_letters(self) -> DeadLetters:
         return DeadLetters(self.redis, secrets=api_keys(self.config))
 
-    def send(self, delivery: dict[str, Any]) -> list[Attempt]:
-        """Send one delivery and record at once what the vendor took; send nothing once told to stop.
-
-        Whatever goes wrong in sending one delivery is that delivery's
-        outcome, never the job's: an error no one foresaw dead-letters it
-        with the error as its reason, and the job's other deliveries go on.
-        Only a failure to record a success in Redis fails the job.
-        """
-        if self.stopping.is_set():
-            return [Attempt(delivery, Outcome.UNSENT)]
-        client = self.clients.get((delivery["site"], delivery["destination"]))
-        if client is None:
-            reason = f"site {delivery['site']!r} has no {delivery['destination']} destination in the worker's config"
-            return [Attempt(delivery, Outcome.DEAD, answer=reason)]
-        try:
-            attempts = client.send(delivery)
-        except Exception as error:  # classified: a delivery must settle, whatever it holds
-            log.exception("%s delivery %s failed unexpectedly; dead-lettered", delivery["destination"], delivery["id"])
-            return [Attempt(delivery, Outcome.DEAD, answer=f"unexpected error in sending: {describe_error(error)}")]
-        for attempt in attempts:
-            if attempt.outcome is Outcome.DELIVERED:
-                self.marks.mark_delivered(self.job_key, attempt.delivery)
-        return attempts
-
-    def send_all(self, deliveries: list[dict[str, Any]]) -> list[Attempt]:
-        """Send concurrently over the pooled client."""
-        return [attempt for attempts in self.executor.map(self.send, deliveries) for attempt in attempts]
+    def send_all(self, job_key: str, deliveries: list[dict[str, Any]], deadline: float) -> list[Attempt]:
+        """Send concurrently; see :meth:`worker.sender.Sender.send_all`."""
+        return self.sender.send_all(job_key, deliveries, deadline)
 
     def close(self) -> None:
-        self.executor.shutdown(wait=True)
-        self.http.close()
+        self.sender.close()
         self.ledger.close()
 
 

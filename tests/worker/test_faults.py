@@ -29,6 +29,7 @@ from werkzeug.serving import make_server
 
 from collector import create_app
 from collector.config import load_config
+from collector.map.commerce import web_event_id
 from collector.redis_server import EmbeddedRedis, free_port
 from tests.conftest import COMMERCE_KEY, DEPICT_KEY, ORIGIN, OTHER_SITE, REPO, SITE, config_toml, delivery_process_pid
 from tests.factories import make_event
@@ -236,6 +237,27 @@ def test_a_429_with_retry_after_is_honoured(stack, fault_figures):
     assert gap >= 3.0
 
 
+def test_a_rate_limited_vendor_gets_everything_once_with_few_429s_once_the_throttle_learned(stack, fault_figures):
+    """Commerce allows 40 requests/s and answers 429 (Retry-After: 1) beyond: the throttle finds the rate by itself.
+
+    Every event arrives once and none is dead-lettered; after the first
+    3 seconds (the throttle starts at full speed) at most a tenth of the
+    requests are refused. A busier machine only sends slower, so fewer.
+    """
+    stack.commerce.limit_rate(40)
+    events = [make_event("User Login") for _ in range(400)]
+    acknowledged = sum(len(events[i : i + 10]) for i in range(0, len(events), 10) if stack.send(events[i : i + 10]))
+    expected = {web_event_id(SITE, event["id"]) for event in events}
+    took = wait_until(lambda: expected <= set(stack.commerce.event_ids()), timeout=120, explain=lambda: where_deliveries_wait(stack.redis.url))
+    requests = stack.commerce.requests
+    later = [request for request in requests if request.received_at - requests[0].received_at > 3]
+    refused_later = sum(request.status == 429 for request in later)
+    refused = sum(request.status == 429 for request in requests)
+    record(fault_figures, f"vendor allows 40/s ({refused} x 429, {refused_later}/{len(later)} after 3 s)", len(events), acknowledged, len(expected & set(stack.commerce.event_ids())), len(stack.commerce.duplicates()), len(stack.dead_letters()), took)
+    assert stack.commerce.duplicates() == [] and len(stack.dead_letters()) == 0
+    assert refused_later <= 0.1 * len(later), f"{refused_later} of {len(later)} requests refused after the first 3 s"
+
+
 def test_a_401_dead_letters_one_site_and_replay_delivers_after_the_key_is_fixed(stack, fault_figures):
     """other_store's bad key dead-letters its events while test_store flows; fixed and replayed, they arrive once."""
     lost = [make_event("User Login") for _ in range(5)]
@@ -345,3 +367,4 @@ def test_a_job_dequeued_by_a_worker_killed_before_it_started_runs_within_seconds
     record(fault_figures, "job stranded between dequeue and start", 1, 1, len(stack.commerce.event_ids()), len(stack.commerce.duplicates()), len(stack.dead_letters()), time.monotonic() - restarted)
     assert took <= bound
     assert stack.commerce.duplicates() == []
+

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import threading
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from redis import RedisError
@@ -13,7 +14,7 @@ from collector.redis_server import free_port
 from tests.conftest import SITE
 from worker.ledger import LEDGER_GRACE_SECONDS, DeliveryLedger, GroupCommit, ledger_key, ledger_seconds
 
-THREADS = 32
+SENDS = 32
 
 
 def depict_delivery(*event_ids: str) -> dict:
@@ -43,41 +44,37 @@ def test_a_job_forgets_its_record_when_it_ends(redis_client, site_config: Collec
     assert ledger.undelivered("job-1", [depict_delivery("event-a1")]) == [], "a re-run within the grace skips it"
 
 
-def _mark_from_threads(marks: GroupCommit, check) -> list:
-    """Each of THREADS threads marks its own delivery, then reports ``check(event_id)`` or the error it got."""
-    results: list = [None] * THREADS
-    start = threading.Barrier(THREADS)
+def _mark_concurrently(marks: GroupCommit, check) -> list:
+    """SENDS sends on one event loop each mark their own delivery, then report ``check(event_id)`` or the error they got."""
 
-    def one(index: int) -> None:
+    async def one(index: int):
         event_id = f"event-{index:04d}"
-        start.wait()
         try:
-            marks.mark_delivered("job-1", depict_delivery(event_id))
-            results[index] = check(event_id)
+            await marks.mark_delivered("job-1", [depict_delivery(event_id)])
         except RedisError as error:
-            results[index] = error
+            return error
+        return check(event_id)
 
-    threads = [threading.Thread(target=one, args=(index,)) for index in range(THREADS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=10)
-    assert not any(thread.is_alive() for thread in threads), "a thread still waits for its mark"
-    return results
+    async def all_of_them() -> list:
+        return await asyncio.wait_for(asyncio.gather(*(one(index) for index in range(SENDS))), timeout=10)
+
+    return asyncio.run(all_of_them())
 
 
-def test_each_thread_returns_only_once_its_own_mark_is_in_redis(redis_client, site_config: CollectorConfig):
-    """Marks written together still hold the rule: nothing else is sent before the vendor's yes is recorded."""
-    marks = GroupCommit(DeliveryLedger(redis_client, ledger_seconds(site_config.settings.delivery)))
-    results = _mark_from_threads(marks, lambda event_id: redis_client.hexists(ledger_key("job-1"), event_id))
-    assert results == [1] * THREADS
+def test_each_send_returns_only_once_its_own_mark_is_in_redis(redis_client, site_config: CollectorConfig):
+    """Marks written together still hold the rule: a send keeps its place until the vendor's yes is recorded."""
+    with ThreadPoolExecutor(max_workers=1) as writer:
+        marks = GroupCommit(DeliveryLedger(redis_client, ledger_seconds(site_config.settings.delivery)), writer)
+        results = _mark_concurrently(marks, lambda event_id: redis_client.hexists(ledger_key("job-1"), event_id))
+    assert results == [1] * SENDS
 
 
-def test_a_failed_write_raises_in_every_thread_it_carried(site_config: CollectorConfig):
-    """With Redis gone, every waiting thread gets the error (its job then retries); none is left hanging."""
+def test_a_failed_write_raises_in_every_send_it_carried(site_config: CollectorConfig):
+    """With Redis gone, every waiting send gets the error (its job then retries); none is left hanging."""
     unreachable = connect_redis(f"redis://127.0.0.1:{free_port()}/0", timeout=0.5)
-    marks = GroupCommit(DeliveryLedger(unreachable, ledger_seconds(site_config.settings.delivery)))
-    results = _mark_from_threads(marks, lambda event_id: "returned without error")
-    assert all(isinstance(result, RedisError) for result in results)
-    with pytest.raises(RedisError):
-        marks.mark_delivered("job-1", depict_delivery("event-later"))
+    with ThreadPoolExecutor(max_workers=1) as writer:
+        marks = GroupCommit(DeliveryLedger(unreachable, ledger_seconds(site_config.settings.delivery)), writer)
+        results = _mark_concurrently(marks, lambda event_id: "returned without error")
+        assert all(isinstance(result, RedisError) for result in results)
+        with pytest.raises(RedisError):
+            asyncio.run(marks.mark_delivered("job-1", [depict_delivery("event-later")]))

@@ -82,9 +82,9 @@ def test_masking_covers_every_key_and_caps_the_size():
 
 @pytest.fixture
 def stopped_runtime(site_config: CollectorConfig, redis_client: Redis):
-    """A worker runtime whose thread pool is shut down, so a job fails as a whole, not per delivery."""
+    """A worker runtime whose sender is closed, so a job fails as a whole, not per delivery."""
     runtime = WorkerRuntime.start(site_config, redis_client)
-    runtime.executor.shutdown()
+    runtime.sender.close()
     install(runtime)
     yield runtime
     install(None)
