@@ -9,17 +9,16 @@ Delivery: the outboxes those requests filled are cut into jobs of
 ``deliveries_per_job`` deliveries, and each job is run through
 ``worker.jobs.forward_deliveries`` (the function RQ calls) with the
 worker's runtime (vendor clients, ledger, dead letters) against the bench's
-fast stand-ins. cProfile sees only the thread it runs in, so the runtime's
-thread pool is swapped for an inline executor: the sends run one after the
-other here, 16 at a time in the real worker. RQ's own cost per job
-(dequeue, bookkeeping: about 20 Redis round trips) is not in this profile.
+fast stand-ins. cProfile sees only the thread it runs in, so the job's
+thread and the sender's event loop thread are profiled apart and added up.
+RQ's own cost per job (dequeue, bookkeeping: about 20 Redis round trips) is
+not in this profile.
 """
 
 from __future__ import annotations
 
 import argparse
 import cProfile
-import dataclasses
 import io
 import pstats
 import sys
@@ -44,20 +43,14 @@ WARMUP_REQUESTS = 50
 DESCRIPTION = "cProfile of POST /collect (in-process) and of delivery jobs against fast stand-ins."
 
 
-class InlineExecutor:
-    """``map`` in the calling thread, so that cProfile sees the work."""
-
-    def map(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[Any]:
-        return map(fn, items)
-
-    def shutdown(self, wait: bool = True) -> None:
-        return None
-
-
-def print_top(profile: cProfile.Profile, top: int) -> None:
+def print_top(profile: cProfile.Profile, top: int, *more: cProfile.Profile) -> None:
+    """The top functions of ``profile`` (and of ``more``, added in: another thread's profile of the same work)."""
     for order, title in (("cumulative", "by cumulative time"), ("tottime", "by own time (tottime)")):
         out = io.StringIO()
-        pstats.Stats(profile, stream=out).strip_dirs().sort_stats(order).print_stats(top)
+        stats = pstats.Stats(profile, stream=out)
+        for other in more:
+            stats.add(other)
+        stats.strip_dirs().sort_stats(order).print_stats(top)
         body = out.getvalue()
         print(f"\n### top {top} {title}\n")
         print(body[body.find("   ncalls"):].rstrip())
@@ -100,26 +93,33 @@ def jobs_of(redis: Redis, destination: str, size: int, count: int) -> list[list[
     return [deliveries[i : i + size] for i in range(0, len(deliveries), size)]
 
 
+async def _in_loop_thread(call: Callable[[], None]) -> None:
+    call()
+
+
 def profile_delivery(config: CollectorConfig, redis: Redis, jobs_per_destination: int, top: int) -> None:
+    """Jobs run as RQ runs them; cProfile sees one thread, so one profile follows the job (the main thread)
+    and one the sender's event loop thread, and the tables add both."""
     policy = config.settings.delivery
     runtime = WorkerRuntime.start(config, redis)
-    runtime.executor.shutdown()
-    runtime = dataclasses.replace(runtime, executor=InlineExecutor())
     install(runtime)
     try:
         for destination in ("depict", "commerce"):
             jobs = jobs_of(redis, destination, policy.deliveries_per_job, jobs_per_destination)
             deliveries = sum(len(job) for job in jobs)
-            heading(f"delivery jobs: {len(jobs)} {destination} jobs, {deliveries} deliveries (sends inline, not 16 at a time)")
-            profile = cProfile.Profile()
+            heading(f"delivery jobs: {len(jobs)} {destination} jobs, {deliveries} deliveries "
+                    f"(up to {policy.concurrency} in flight)")  # fmt: skip
+            job_thread, loop_thread = cProfile.Profile(), cProfile.Profile()
+            runtime.sender._run(_in_loop_thread(loop_thread.enable))
             started = time.perf_counter()
             for job in jobs:
-                summary = profile.runcall(forward_deliveries, job)
+                summary = job_thread.runcall(forward_deliveries, job)
                 if summary.get("delivered") != len(job):
                     print(f"  ! a job did not deliver everything: {summary}")
             took = time.perf_counter() - started
+            runtime.sender._run(_in_loop_thread(loop_thread.disable))
             print(f"under cProfile: {took / deliveries * 1000:.2f} ms per delivery")
-            print_top(profile, top)
+            print_top(job_thread, top, loop_thread)
     finally:
         install(None)
         runtime.close()
