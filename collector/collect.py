@@ -30,7 +30,7 @@ from collector.enrich import RequestContext, context_from_request, global_privac
 from collector.errors import BadRequest, EventsRejected, OriginNotAllowed, UnknownSite
 from collector.extensions import collector_state
 from collector.inbound import load_envelope
-from collector.intake import VisitorEvents, check_batch, check_web_event_budget, count_outcome, queue_batch, without_repeats
+from collector.intake import VisitorEvents, check_batch, check_web_event_budget, count_outcome, queue_batch, web_events_in, without_repeats
 from collector.live_tail import record_refusal
 from collector.request_body import may_hold_lone_surrogates, parse_json, read_body
 
@@ -164,9 +164,9 @@ def collect() -> tuple[Response, int]:
     if _privacy_forbids(site, envelope):
         accepted, dropped = 0, len(unique)
     else:
-        check_web_event_budget(site, unique)
+        check_web_event_budget(site, web_events_in(site, unique), len(unique))
         context = context_from_request(request, settings.cookie.name, unique[0].get("anonymous_id"))
-        accepted, dropped = queue_batch(site, [VisitorEvents(context, unique)], context.visitor_id), 0
+        accepted, dropped = queue_batch(site, [VisitorEvents(context, unique)], browser=True), 0
     duplicates = len(events) - accepted - dropped
     count_outcome(site, accepted, duplicates, len(rejected), dropped)
     metrics.LATENCY.observe(time.perf_counter() - started)

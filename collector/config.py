@@ -61,6 +61,7 @@ class SiteLimits:
     web_events_per_request: int = defaults.DEFAULT_WEB_EVENTS_PER_REQUEST
     events_per_minute: int = defaults.DEFAULT_SITE_EVENTS_PER_MINUTE
     visitor_events_per_minute: int = defaults.DEFAULT_VISITOR_EVENTS_PER_MINUTE
+    address_share: float = defaults.DEFAULT_ADDRESS_SHARE  # of events_per_minute that one client address may spend
 
 
 @dataclass(frozen=True)
@@ -202,6 +203,7 @@ class LimitsSchema(Schema):
     web_events_per_request = fields.Integer(strict=True, validate=validate.Range(min=0, max=defaults.MAX_EVENTS_PER_BATCH))
     events_per_minute = fields.Integer(strict=True, validate=validate.Range(min=1))
     visitor_events_per_minute = fields.Integer(strict=True, validate=validate.Range(min=1))
+    address_share = fields.Float(validate=validate.Range(min=0, max=1, min_inclusive=False))
 
     @post_load
     def _make(self, data: dict[str, Any], **_: Any) -> SiteLimits:

@@ -58,6 +58,7 @@ MAX_SAFE_INTEGER = 2**53 - 1  # the largest integer a browser's JSON carries exa
 DEFAULT_WEB_EVENTS_PER_REQUEST = SNIPPET_BATCH_EVENTS  # each Web Event is one Commerce API call
 DEFAULT_SITE_EVENTS_PER_MINUTE = 60_000
 DEFAULT_VISITOR_EVENTS_PER_MINUTE = 600
+DEFAULT_ADDRESS_SHARE = 0.1  # of a site's per-minute budget, what one client address (IPv6: its /64) may spend
 
 # What of a Commerce Account a browser may send (dotted paths; an id in place of an object is its ".id").
 DEFAULT_ACCOUNT_FIELDS: frozenset[str] = frozenset({"id", "anonymousIds", "consumer.id", "lead.id"})

@@ -55,6 +55,7 @@ class RequestContext:
     received_at: float
     visitor_id: str
     visitor_cookie_was_set: bool
+    address: str | None = None  # the client's address as budgets count it (client_address); None for a backend's message
 
     def depict_headers(self) -> dict[str, str]:
         """The browser's headers as Depict wants them passed on (its spec's header parameters)."""
@@ -111,6 +112,24 @@ def forwardable_ip(value: str | None) -> str | None:
         return None
 
 
+def client_address(address: str | None) -> str:
+    """An address as the rate limit and the budgets count it: IPv4 as is, IPv6 by its /64.
+
+    A household or a phone holds a whole IPv6 /64, so a page that rotates
+    addresses inside it is still one client.
+    """
+    address = address or "unknown"
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(parsed, ipaddress.IPv6Address):
+        if parsed.ipv4_mapped is not None:
+            return str(parsed.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{parsed}/{defaults.IPV6_RATE_LIMIT_PREFIX}", strict=False))
+    return str(parsed)
+
+
 def new_visitor_id() -> str:
     return secrets.token_urlsafe(15)
 
@@ -139,6 +158,7 @@ def context_from_request(request: Request, cookie_name: str, snippet_anonymous_i
         received_at=time.time(),
         visitor_id=visitor_id,
         visitor_cookie_was_set=from_cookie,
+        address=client_address(request.remote_addr),
     )
 
 

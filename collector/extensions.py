@@ -38,7 +38,6 @@ evaluates a decorated view's limits twice per request (in its
 
 from __future__ import annotations
 
-import ipaddress
 import math
 import time
 from collections.abc import Mapping
@@ -54,6 +53,7 @@ from redis.retry import Retry
 
 from collector import defaults
 from collector.config import CollectorConfig, CollectorSettings, Site
+from collector.enrich import client_address
 from collector.queue import Outbox
 
 
@@ -76,16 +76,7 @@ def _not_ingestion() -> bool:
 
 def client_address_key() -> str:
     """The client's address as the rate limit counts it: IPv4 as is, IPv6 by its /64."""
-    address = request.remote_addr or "unknown"
-    try:
-        parsed = ipaddress.ip_address(address)
-    except ValueError:
-        return address
-    if isinstance(parsed, ipaddress.IPv6Address):
-        if parsed.ipv4_mapped is not None:
-            return str(parsed.ipv4_mapped)
-        return str(ipaddress.ip_network(f"{parsed}/{defaults.IPV6_RATE_LIMIT_PREFIX}", strict=False))
-    return str(parsed)
+    return client_address(request.remote_addr)
 
 
 limiter = Limiter(

@@ -8,8 +8,8 @@ inbound events of ``inbound.py``; from there the path is one:
    allowlist; bad events are refused by index, the good ones kept;
 2. the caller applies the visitor's privacy choice (it knows the protocol);
 3. :func:`queue_batch`: the per-request Web Event budget where the sender is
-   a browser, the site's and the visitor's per-minute budgets, dedupe and
-   the outboxes, in one enqueue script (``queue.py``);
+   a browser, the site's, the client address's and the visitor's per-minute
+   budgets, dedupe and the outboxes, in one enqueue script (``queue.py``);
 4. :func:`count_outcome`: the ``collector_events_total`` counters.
 """
 
@@ -90,12 +90,22 @@ def without_repeats(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return unique
 
 
-def check_web_event_budget(site: Site, events: Sequence[dict[str, Any]]) -> None:
-    """Each Web Event is one Commerce API call with the site's key: a browser's request may carry only so many."""
-    web_events = sum(1 for event in events if routes_to_commerce(site, event["type"]))
+def web_events_in(site: Site, events: Sequence[dict[str, Any]]) -> int:
+    """How many of the events go to Commerce, each one API call with the site's key."""
+    return sum(1 for event in events if routes_to_commerce(site, event["type"]))
+
+
+def check_web_event_budget(site: Site, web_events: int, events: int) -> None:
+    """A browser's request may carry only so many Web Events (``events``: all it carries, counted if refused).
+
+    ``web_events`` counts what the sender sent: an order of many products is
+    one message to Segment's clients, so it counts once here; its expansion
+    into one purchase per product is charged to the per-minute budgets,
+    event by event, like everything else.
+    """
     limit = site.limits.web_events_per_request
     if web_events > limit:
-        metrics.EVENTS.labels(site.name, "over_budget").inc(len(events))
+        metrics.EVENTS.labels(site.name, "over_budget").inc(events)
         raise BudgetExceeded(
             f"this request holds {web_events} Web Events; site {site.name!r} takes at most {limit} per request",
             details={"web_events": web_events, "web_events_per_request": limit},
@@ -103,12 +113,29 @@ def check_web_event_budget(site: Site, events: Sequence[dict[str, Any]]) -> None
         )
 
 
-def _budgets(site: Site, visitor_id: str | None) -> list[Budget]:
-    """The per-minute budgets a batch is charged to: the site's, and its visitor's when it has one."""
+def address_events_per_minute(site: Site) -> int:
+    """What one client address may spend of the site's per-minute budget."""
+    return max(1, int(site.limits.events_per_minute * site.limits.address_share))
+
+
+def _budgets(site: Site, browser: RequestContext | None) -> list[Budget]:
+    """The per-minute budgets a batch is charged to: the site's, and for a browser's request its address's
+    and its visitor's.
+
+    Nothing a page can rotate for free names a budget: the address is the
+    one the trusted proxy hops report (IPv6 by its /64), and it may spend
+    only ``address_share`` of the site's budget, so no address can leave
+    the site's visitors without one. The visitor is the server-set cookie
+    where the request carries it (many visitors may share an address), else
+    the address; never an id the page chose.
+    """
     limits = site.limits
     budgets = [minute_budget(f"{site.name}:site", limits.events_per_minute, "for the whole site")]
-    if visitor_id is not None:
-        budgets.append(minute_budget(f"{site.name}:visitor:{visitor_id}", limits.visitor_events_per_minute, "per visitor"))
+    if browser is not None:
+        address = browser.address or "unknown"
+        visitor = browser.visitor_id if browser.visitor_cookie_was_set else address
+        budgets.append(minute_budget(f"{site.name}:address:{address}", address_events_per_minute(site), "per client address"))
+        budgets.append(minute_budget(f"{site.name}:visitor:{visitor}", limits.visitor_events_per_minute, "per visitor"))
     return budgets
 
 
@@ -122,14 +149,15 @@ def _deliveries(site: Site, visitors: Sequence[VisitorEvents], skip: set[str]) -
     return event_ids, deliveries, events
 
 
-def queue_batch(site: Site, visitors: Sequence[VisitorEvents], visitor_budget: str | None) -> int:
+def queue_batch(site: Site, visitors: Sequence[VisitorEvents], browser: bool) -> int:
     """Queue the events' deliveries; return how many events were new (the others were seen before).
 
-    ``visitor_budget`` is the visitor id charged the per-visitor budget, or
-    None for a batch that is not one visitor's (a shop's backend).
+    ``browser``: the batch is one browser's request, charged to its address
+    and visitor too (a shop's backend sends for many visitors: only the
+    site's budget applies).
     """
     state = collector_state()
-    budgets = _budgets(site, visitor_budget)
+    budgets = _budgets(site, visitors[0].context if browser and visitors else None)
     already_seen: set[str] = set()
     for _ in range(_ENQUEUE_TRIES):
         event_ids, deliveries, events = _deliveries(site, visitors, already_seen)

@@ -48,7 +48,7 @@ from collector.enrich import (
 )
 from collector.errors import BadRequest, BudgetExceeded, CollectorError, error_body
 from collector.extensions import collector_state
-from collector.intake import VisitorEvents, check_batch, check_web_event_budget, count_outcome, queue_batch, without_repeats
+from collector.intake import VisitorEvents, check_batch, check_web_event_budget, count_outcome, queue_batch, web_events_in, without_repeats
 from collector.request_body import may_hold_lone_surrogates, parse_json, read_body
 from collector.sources import rudderstack, segment
 
@@ -232,10 +232,15 @@ def _by_visitor(events: list[dict[str, Any]], contexts: dict[str, RequestContext
     return [VisitorEvents(context, grouped) for context, grouped in groups.items()]
 
 
-def _check_request_budget(site: Site, events: list[dict[str, Any]]) -> None:
+def _web_event_messages(site: Site, events: list[dict[str, Any]], message_of: dict[str, int]) -> int:
+    """Messages of the request that reach Commerce: an order is one message, however many products it expands into."""
+    return len({message_of[event["id"]] for event in events if web_events_in(site, [event])})
+
+
+def _check_request_budget(site: Site, events: list[dict[str, Any]], message_of: dict[str, int]) -> None:
     """Over the per-request Web Event budget is a 400 here: a client retries a 429, and this batch will never fit."""
     try:
-        check_web_event_budget(site, events)
+        check_web_event_budget(site, _web_event_messages(site, events, message_of), len(events))
     except BudgetExceeded as over:
         raise BadRequest(f"{over.message}: send smaller batches", details=over.details) from None
 
@@ -251,13 +256,14 @@ def take_messages(raw_messages: list[Any]) -> tuple[Response, int]:
         count_outcome(site, 0, 0, len(rejected), 0)
         raise BadRequest("no message was valid", details={"rejected": rejected})
     contexts = {converted.raw_events[i]["id"]: converted.contexts[i] for i in range(len(converted.raw_events))}
+    message_of = {event["id"]: converted.message_of_event[i] for i, event in enumerate(converted.raw_events)}
     unique = without_repeats(events)
     accepted = 0
     if unique:
         visitors = _by_visitor(unique, contexts)
         if not sender.is_server:
-            _check_request_budget(site, unique)
-        accepted = queue_batch(site, visitors, None if sender.is_server else visitors[0].context.visitor_id)
+            _check_request_budget(site, unique, message_of)
+        accepted = queue_batch(site, visitors, browser=not sender.is_server)
     duplicates = len(events) - accepted
     count_outcome(site, accepted, duplicates, len(rejected), converted.dropped)
     body: dict[str, Any] = {"success": True, "accepted": accepted, "duplicates": duplicates, "rejected": rejected}

@@ -139,23 +139,45 @@ def _app_with_limits(site_config, redis_url, **limits):
 
 
 def test_a_visitor_over_the_minute_budget_gets_429(site_config, redis_url, redis_client):
-    """One visitor's events per minute are capped; another visitor is not held back by it."""
+    """A visitor (the server-set cookie) is capped per minute; another visitor at the same address is not held back."""
     app = _app_with_limits(site_config, redis_url, visitor_events_per_minute=5)
     client = app.test_client()
-    assert post(client, {"site": SITE, "events": [make_event(anonymous_id="visitor_aaaa1") for _ in range(5)]}).status_code == 202
+    assert post(client, {"site": SITE, "events": [make_event()]}).status_code == 202  # sets the cookie
+    assert post(client, {"site": SITE, "events": [make_event() for _ in range(5)]}).status_code == 202
     before = len(queued(redis_client, destination="commerce"))
-    over = post(client, {"site": SITE, "events": [make_event(anonymous_id="visitor_aaaa1")]})
+    over = post(client, {"site": SITE, "events": [make_event()]})
     assert over.status_code == 429 and "per visitor" in over.json["error"]["message"]
     assert 1 <= int(over.headers["Retry-After"]) <= 60
     assert len(queued(redis_client, destination="commerce")) == before
     other_visitor = app.test_client()
-    assert post(other_visitor, {"site": SITE, "events": [make_event(anonymous_id="visitor_bbbb2")]}).status_code == 202
+    assert post(other_visitor, {"site": SITE, "events": [make_event()]}).status_code == 202
     assert 'outcome="over_budget"' in client.get("/metrics").get_data(as_text=True)
 
 
+def test_new_anonymous_ids_without_the_cookie_are_one_visitor_per_address(site_config, redis_url):
+    """A page that rotates anonymous ids and drops the cookie is charged to its address: the id it picks names nothing."""
+    app = _app_with_limits(site_config, redis_url, visitor_events_per_minute=5)
+    for number in range(5):
+        assert post(app.test_client(), {"site": SITE, "events": [make_event(anonymous_id=f"visitor_rot{number:04d}")]}).status_code == 202
+    over = post(app.test_client(), {"site": SITE, "events": [make_event(anonymous_id="visitor_rot9999")]})
+    assert over.status_code == 429 and "per visitor" in over.json["error"]["message"]
+
+
+def test_one_address_spends_at_most_its_share_of_the_site_budget(site_config, redis_url):
+    """With address_share 0.5 of 4 events a minute, one address (whatever cookies it sends) gets 2; another address still gets in."""
+    app = _app_with_limits(site_config, redis_url, events_per_minute=4, address_share=0.5)
+    for _ in range(2):
+        assert post(app.test_client(), {"site": SITE, "events": [make_event()]}).status_code == 202
+    over = post(app.test_client(), {"site": SITE, "events": [make_event()]})
+    assert over.status_code == 429 and "per client address" in over.json["error"]["message"]
+    elsewhere = app.test_client()
+    elsewhere.environ_base["REMOTE_ADDR"] = "203.0.113.9"
+    assert post(elsewhere, {"site": SITE, "events": [make_event()]}).status_code == 202
+
+
 def test_the_site_over_its_minute_budget_gets_429(site_config, redis_url):
-    """A site's events per minute are capped across all its visitors."""
-    app = _app_with_limits(site_config, redis_url, events_per_minute=3)
+    """A site's events per minute are capped across all its visitors (here all at one address, allowed the whole budget)."""
+    app = _app_with_limits(site_config, redis_url, events_per_minute=3, address_share=1.0)
     for visitor in ("visitor_aaaa1", "visitor_bbbb2", "visitor_cccc3"):
         assert post(app.test_client(), {"site": SITE, "events": [make_event(anonymous_id=visitor)]}).status_code == 202
     over = post(app.test_client(), {"site": SITE, "events": [make_event(anonymous_id="visitor_dddd4")]})

@@ -103,6 +103,7 @@ account_fields = ["id", "consumer.shoe_size"]
 [sites.my_store.limits]
 web_events_per_request = 51
 visitor_events_per_minute = 0
+address_share = 1.5
 
 [sites.other]
 [sites.other.commerce]
@@ -126,6 +127,7 @@ EXPECTED_PROBLEMS = [
     "sites.my_store.commerce.account_fields[1]: not a field of Commerce's Account: consumer.shoe_size",
     "sites.my_store.limits.web_events_per_request: Must be greater than or equal to 0 and less than or equal to 50",
     "sites.my_store.limits.visitor_events_per_minute: Must be greater than or equal to 1",
+    "sites.my_store.limits.address_share: Must be greater than 0 and less than or equal to 1",
     "sites.other.commerce.api_key: must be printable ASCII without spaces",
     "sites.bad name: site names are",
 ]

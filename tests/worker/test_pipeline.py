@@ -97,3 +97,20 @@ def test_a_401_goes_to_the_dead_letters_and_other_sites_keep_flowing(live_stack)
     [letter] = [l for l in dead if l.delivery["event_ids"] == [lost["id"]]]
     assert letter.status == 401 and letter.delivery["site"] == OTHER_SITE
     assert "wrong-key" not in letter.answer
+
+
+def test_a_browser_order_of_100_products_is_delivered_whole(live_stack):
+    """An Order Completed of 100 products from a Segment browser client reaches Depict as 100 purchases and
+    Commerce as 100 Web Events, each once (before, the order counted as 100 Web Events in its request and was refused)."""
+    from tests.conftest import BROWSER_WRITE_KEY
+    from tests.factories import make_segment_message
+
+    products = [{"product_id": f"P{n}", "price": n} for n in range(100)]
+    order = make_segment_message(event="Order Completed", properties={"order_id": "o-100", "currency": "USD", "products": products})
+    answer = httpx.post(f"{live_stack.url}/v1/track", json={**order, "writeKey": BROWSER_WRITE_KEY}, headers=BROWSER_HEADERS, timeout=10)
+    assert answer.status_code == 200 and answer.json()["accepted"] == 100, answer.text
+    live_stack.depict.wait_for(lambda _: len(live_stack.depict.event_ids()) >= 100, timeout=30)
+    live_stack.commerce.wait_for(100, timeout=30)
+    assert sorted(live_stack.depict.event_ids()) == sorted(set(live_stack.depict.event_ids())) and len(live_stack.depict.event_ids()) == 100
+    assert len(live_stack.commerce.event_ids()) == 100 and live_stack.commerce.duplicates() == []
+    assert all(request.spec_errors == [] for request in live_stack.depict.requests + live_stack.commerce.requests)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+from dataclasses import replace
 
 import pytest
 
 from collector import create_app
-from collector.config import parse_config
+from collector.config import SiteLimits, parse_config
 from tests.collector.test_collect import queued
 from tests.conftest import BROWSER_WRITE_KEY, CONSENT_SITE, CONSENT_WRITE_KEY, ORIGIN, SERVER_WRITE_KEY, SITE
 from tests.factories import make_segment_message
@@ -179,6 +180,28 @@ def test_a_browser_batch_is_held_to_the_web_events_per_request_budget(client, re
     assert not queued(redis_client, destination="commerce")
     backend = send(client, "/v1/batch", {"batch": batch}, write_key=None, auth=basic(SERVER_WRITE_KEY))
     assert backend.status_code == 200 and backend.json["accepted"] == 51
+
+
+def test_a_browser_order_of_100_products_counts_as_one_web_event_in_its_request(site_config, redis_url, redis_client):
+    """At the default web_events_per_request (10), an Order Completed of 100 products is one message: it is
+    accepted whole, one Depict purchase and one Web Event per product, and its 100 events are charged to the
+    per-minute budgets (a visitor's 600 a minute hold six such orders)."""
+    sites = dict(site_config.sites)
+    sites[SITE] = replace(sites[SITE], limits=SiteLimits())
+    client = create_app({"COLLECTOR_CONFIG": replace(site_config, sites=sites), "REDIS_URL": redis_url, "TESTING": True}).test_client()
+    products = [{"product_id": f"P{n}", "price": n} for n in range(100)]
+    order = make_segment_message(event="Order Completed", properties={"order_id": "o-1", "currency": "USD", "products": products})
+    response = send(client, "/v1/track", order)
+    assert response.status_code == 200 and response.json["accepted"] == 100, response.json
+    [depict] = queued(redis_client)
+    assert [event["product_id"] for event in depict["body"]] == [f"P{n}" for n in range(100)]
+    assert len(queued(redis_client, destination="commerce")) == 100
+    budget_left = SiteLimits().visitor_events_per_minute // 100
+    for number in range(budget_left - 1):
+        another = make_segment_message(event="Order Completed", properties={"order_id": f"o-{number + 2}", "products": products})
+        assert send(client, "/v1/track", another).status_code == 200
+    over = send(client, "/v1/track", make_segment_message(event="Order Completed", properties={"order_id": "o-9", "products": products}))
+    assert over.status_code == 429
 
 
 def test_identify_traits_pass_the_sites_account_allowlist(redis_url, depict_server, commerce_server):
