@@ -186,7 +186,7 @@ class DeliveryWorker(SimpleWorker):
         self.stopping = stopping or threading.Event()
         self.ignore_sigint = ignore_sigint
         self.redis_lost = False
-        self.interrupted: tuple[Any, str] | None = None  # (job, execution id) of the job Redis went away under
+        self.interrupted: tuple[Any, Any] | None = None  # (job, execution) of the job Redis went away under
 
     # Redis going away: every place of RQ's work loop that talks to Redis ends it with RedisLost.
 
@@ -272,9 +272,9 @@ class DeliveryWorker(SimpleWorker):
         self.register_death()
         if self.interrupted is None:
             return
-        job, execution_id = self.interrupted
+        job, execution = self.interrupted
         self.interrupted = None
-        self.connection.zadd(job.started_job_registry.key, {f"{job.id}:{execution_id}": 0}, xx=True)
+        self.connection.zadd(job.started_job_registry.key, {execution.composite_key: 0}, xx=True)
 
     def _install_signal_handlers(self) -> None:
         super()._install_signal_handlers()
@@ -354,7 +354,7 @@ class DeliveryWorker(SimpleWorker):
             with self._noting_loss():
                 self.perform_job(job, queue, execution)
         except RedisLost:
-            self.interrupted = (job, execution.id)
+            self.interrupted = (job, execution)
             raise
         finally:
             done.set()
