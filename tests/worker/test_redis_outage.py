@@ -9,6 +9,7 @@ Timings are printed, and bounded only loosely: the machine may be busy.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -122,3 +123,26 @@ def test_a_redis_outage_keeps_the_delivery_processes_up_and_quiet(stack: RedisFa
     assert cpu_share <= CPU_SHARE_BOUND
     assert len(outage_log) == 2, "one line when the outage starts, one when it ends"
     assert "unreachable" in outage_log[0] and "answers again" in outage_log[1]
+
+
+def test_a_lock_is_retaken_by_its_owner_and_taken_over_from_a_dead_process_of_this_host(redis_client):
+    """What lets delivery resume at once after a Redis restart: locks that name their owner (worker/dispatch.py)."""
+    import socket
+    import subprocess
+    import sys
+
+    from worker.dispatch import owner_token, take_lock
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = socket.gethostname()
+    redis_client.set("lock:dead", f"{host}:{dead.pid}", px=60_000)
+    redis_client.set("lock:alive", f"{host}:{os.getppid()}", px=60_000)
+    redis_client.set("lock:elsewhere", f"another-host:{dead.pid}", px=60_000)
+    redis_client.set("lock:mine", owner_token(), px=60_000)
+
+    assert take_lock(redis_client, "lock:dead", owner_token(), 30_000)
+    assert not take_lock(redis_client, "lock:alive", owner_token(), 30_000)
+    assert not take_lock(redis_client, "lock:elsewhere", owner_token(), 30_000)
+    assert take_lock(redis_client, "lock:mine", owner_token(), 30_000)
+    assert redis_client.get("lock:dead").decode() == owner_token() and redis_client.pttl("lock:mine") <= 30_000
