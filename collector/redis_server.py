@@ -186,8 +186,9 @@ class OutageLog:
     ``repeat_seconds`` while it does not, one when it answers again; nothing per failed retry.
 
     A process that retries Redis every second would otherwise write a line
-    (or a traceback) per try. ``level`` is that of the first line, the
-    reminders are warnings, the last line is at most INFO. Not thread-safe:
+    (or a traceback) per try. ``level`` is that of the first and the last
+    line (the same, so that ``collector dev``, which shows warnings but few
+    INFO lines, shows both), the reminders are warnings. Not thread-safe:
     one per retrying loop.
     """
 
@@ -219,7 +220,7 @@ class OutageLog:
         """A try succeeded: say so once if Redis had been unreachable."""
         if self.down_since is None:
             return
-        self._log.log(min(self._level, logging.INFO), "redis at %s answers again after %.0f s: %s resumes", self._address, time.monotonic() - self.down_since, self._what)
+        self._log.log(self._level, "redis at %s answers again after %.0f s: %s resumes", self._address, time.monotonic() - self.down_since, self._what)
         self.down_since = None
 
 
