@@ -181,6 +181,49 @@ def unreachable_reason(error: BaseException, timeout: float | None = None) -> st
     return clean(str(error)) or type(error).__name__
 
 
+class OutageLog:
+    """What a process says about Redis going away: one line when it stops answering, one every
+    ``repeat_seconds`` while it does not, one when it answers again; nothing per failed retry.
+
+    A process that retries Redis every second would otherwise write a line
+    (or a traceback) per try. ``level`` is that of the first and the last
+    line (the same, so that ``collector dev``, which shows warnings but few
+    INFO lines, shows both), the reminders are warnings. Not thread-safe:
+    one per retrying loop.
+    """
+
+    def __init__(self, logger: logging.Logger, what: str, address: str, repeat_seconds: float, level: int = logging.WARNING):
+        self._log = logger
+        self._what = what
+        self._address = address
+        self._repeat = repeat_seconds
+        self._level = level
+        self.down_since: float | None = None
+        self._said_at = 0.0
+
+    @property
+    def down(self) -> bool:
+        return self.down_since is not None
+
+    def lost(self, error: BaseException) -> None:
+        """A try failed: say so if it is the first, or the last line is ``repeat_seconds`` old."""
+        now = time.monotonic()
+        if self.down_since is None:
+            self.down_since = self._said_at = now
+            reason = unreachable_reason(error)
+            self._log.log(self._level, "redis at %s unreachable (%s): %s waits for it", self._address, reason, self._what)
+        elif now - self._said_at >= self._repeat:
+            self._said_at = now
+            self._log.warning("redis at %s still unreachable after %.0f s: %s waits for it", self._address, now - self.down_since, self._what)
+
+    def back(self) -> None:
+        """A try succeeded: say so once if Redis had been unreachable."""
+        if self.down_since is None:
+            return
+        self._log.log(self._level, "redis at %s answers again after %.0f s: %s resumes", self._address, time.monotonic() - self.down_since, self._what)
+        self.down_since = None
+
+
 def durability_warnings(redis: Redis) -> list[str]:
     """What about this Redis server could lose acknowledged events (eviction, no persistence),
     or why it could not be checked (unreachable, credentials refused, CONFIG GET disabled)."""

@@ -11,13 +11,25 @@ One dispatcher at a time works an outbox, under a short Redis lock.
 It keeps only ``MAX_WAITING_JOBS`` jobs waiting in a destination's queue: a
 backlog stays in the outbox, compressed, where it costs a sixth of what it
 would as RQ jobs, and a job that ends wakes the dispatcher for the next.
+
+Locks that outlive their owner. Redis persists its keys, locks included,
+across a restart (AOF), and a process that loses Redis cannot release what
+it holds. So each lock here names its owner (``host:pid``, see
+:func:`owner_token`): its owner takes it again at once after a reconnect,
+and a process on the same host takes over a lock whose owner process is
+gone (a SIGKILLed delivery process, restarted by its supervisor), instead of
+waiting out the lock's expiry. A lock held from another host still expires
+by itself. RQ's scheduler lock gets the same treatment in ``process.py``.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import uuid
+from pathlib import Path
 from typing import Any
 
 from redis import Redis, RedisError
@@ -28,6 +40,7 @@ from rq.utils import now
 
 from collector.config import DeliveryPolicy
 from collector.queue import KEY_PREFIX, OUTBOX_REGISTRY, WAKE_LIST, decode_entry
+from collector.redis_server import OutageLog, redis_address
 from worker.breaker import Breaker
 
 log = logging.getLogger(__name__)
@@ -41,7 +54,70 @@ MAINTENANCE_LOCK_SECONDS = 30
 STUCK_AFTER_SECONDS = 10
 MAX_WAITING_JOBS = 4
 OLDEST_QUEUED_AT = "oldest_queued_at"  # in each job's meta: when its oldest delivery was accepted, for the lag
+OUTAGE_REPEAT_SECONDS = 60  # the supervisor speaks for the deployment; see process.py
 _RELEASE_LOCK = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+# Take a free lock, or renew one this owner holds already: 1; held by another owner: 0.
+_TAKE_LOCK = """
+local owner = redis.call('GET', KEYS[1])
+if not owner then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end
+if owner == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end
+return 0
+"""
+
+
+def owner_token(suffix: str = "") -> str:
+    """Who holds a lock: ``host:pid``, then ``suffix`` (several owners in one process)."""
+    token = f"{socket.gethostname()}:{os.getpid()}"
+    return f"{token}:{suffix}" if suffix else token
+
+
+def _process_gone(pid: int) -> bool:
+    """Whether no process ``pid`` runs on this host (a zombie, dead but not yet waited for, is gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state in ("Z", "X")
+
+
+def owner_is_gone(owner: str) -> bool:
+    """Whether a lock's owner (an :func:`owner_token`) was a process of this host that no longer runs.
+
+    An owner from another host, or a value in another shape (RQ's own
+    tokens), is never called gone: its lock expires by itself.
+    """
+    host, _, rest = owner.partition(":")
+    pid = rest.split(":", 1)[0]
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    return _process_gone(int(pid))
+
+
+def release_if_owner_gone(redis: Redis, key: str) -> bool:
+    """Delete the lock ``key`` when its owner is a process of this host that is gone; True if deleted."""
+    owner = redis.get(key)
+    if owner is None:
+        return False
+    text = owner.decode(errors="replace") if isinstance(owner, bytes) else str(owner)
+    if not owner_is_gone(text):
+        return False
+    released = bool(redis.eval(_RELEASE_LOCK, 1, key, owner))
+    if released:
+        log.info("took over %s from process %s, which is gone", key, text)
+    return released
+
+
+def take_lock(redis: Redis, key: str, owner: str, milliseconds: int) -> bool:
+    """Take ``key`` for ``owner`` (or renew it when ``owner`` holds it), taking it over from a gone owner."""
+    if redis.eval(_TAKE_LOCK, 1, key, owner, milliseconds):
+        return True
+    return release_if_owner_gone(redis, key) and bool(redis.eval(_TAKE_LOCK, 1, key, owner, milliseconds))
 
 
 def queue_name(destination: str) -> str:
@@ -73,7 +149,9 @@ class DeliveryQueue(Queue):
     """
 
     def acquire_maintenance_lock(self) -> bool:
-        return bool(self.connection.set(self.registry_cleaning_key, 1, nx=True, ex=MAINTENANCE_LOCK_SECONDS))
+        """RQ's lock, in our shape: its owner's token, so that a pass cut short by a Redis restart does not
+        keep this process (or the one restarted in its place) from cleaning for ``MAINTENANCE_LOCK_SECONDS``."""
+        return take_lock(self.connection, self.registry_cleaning_key, owner_token(), MAINTENANCE_LOCK_SECONDS * 1000)
 
     @property
     def intermediate_queue(self) -> DeliveryIntermediateQueue:
@@ -115,7 +193,9 @@ class Dispatcher:
         self._redis = redis
         self._policy = policy
         self._release = redis.register_script(_RELEASE_LOCK)
+        self._owner = owner_token(uuid.uuid4().hex[:8])
         self._stop = threading.Event()
+        self._outage = OutageLog(log, "delivery", redis_address(redis), OUTAGE_REPEAT_SECONDS)
 
     def drain_all(self) -> int:
         """Move every outbox's entries into jobs; return how many jobs were made."""
@@ -128,15 +208,15 @@ class Dispatcher:
         _, _, site, destination = outbox.split(":", 3)
         if Breaker(self._redis, site, destination).is_open():
             return 0
-        lock, token = f"{KEY_PREFIX}dispatch-lock:{outbox}", uuid.uuid4().hex
-        if not self._redis.set(lock, token, nx=True, px=LOCK_MILLISECONDS):
+        lock = f"{KEY_PREFIX}dispatch-lock:{outbox}"
+        if not take_lock(self._redis, lock, self._owner, LOCK_MILLISECONDS):
             return 0
         made = 0
         try:
             while not self._stop.is_set() and self._move_one_batch(outbox):
                 made += 1
         finally:
-            self._release(keys=[lock], args=[token])
+            self._release(keys=[lock], args=[self._owner])
         return made
 
     def _move_one_batch(self, outbox: str) -> bool:
@@ -167,13 +247,19 @@ class Dispatcher:
         return True
 
     def run(self) -> None:
-        """Wait for the collector's wake-ups (or poll each second) and drain, until stopped."""
+        """Wait for the collector's wake-ups (or poll each second) and drain, until stopped.
+
+        While Redis does not answer it retries each second and logs one line
+        when that starts, one a minute while it lasts, one when it ends
+        (:class:`OutageLog`); the delivery processes keep quiet meanwhile.
+        """
         while not self._stop.is_set():
             try:
                 self._redis.blpop([WAKE_LIST], timeout=IDLE_POLL_SECONDS)
+                self._outage.back()
                 self.drain_all()
             except RedisError as error:
-                log.warning("dispatcher: redis unavailable (%s); retrying", type(error).__name__)
+                self._outage.lost(error)
                 self._stop.wait(IDLE_POLL_SECONDS)
 
     def stop(self) -> None:

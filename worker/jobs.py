@@ -28,9 +28,10 @@ import hashlib
 import logging
 import time
 from collections import Counter
+from contextlib import suppress
 from typing import Any
 
-from redis import Redis
+from redis import Redis, RedisError
 from rq import get_current_job
 
 from collector.config import DeliveryPolicy
@@ -99,7 +100,8 @@ def forward_deliveries(deliveries: list[dict[str, Any]]) -> dict[str, int]:
     except Exception as error:
         return _give_up_when_expired(deliveries, error)
     finally:
-        wake_dispatchers(current_runtime().redis)
+        with suppress(RedisError):  # Redis gone: the job's own error says so; the dispatcher polls each second anyway
+            wake_dispatchers(current_runtime().redis)
 
 
 def _give_up_when_expired(deliveries: list[dict[str, Any]], error: Exception) -> dict[str, int]:

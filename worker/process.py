@@ -13,7 +13,20 @@
   15 minutes) runs it again.
 - The supervisor runs the dispatcher thread (outbox -> jobs) and restarts a
   child that died. A child whose supervisor died stops too.
-- Redis going away does not end a process: it waits and reconnects.
+- Redis going away does not end a process (see :func:`run_delivery_process`):
+  RQ's work loop is left quietly at the first failed command, the process
+  probes Redis once a second (nearly no CPU) and starts a new RQ worker when
+  it answers. The supervisor's dispatcher logs the outage (one line when it
+  starts, one a minute, one when it ends); the delivery processes keep quiet
+  about it, so an outage neither fills the log nor respawns processes.
+- What a delivery process holds in Redis survives a Redis restart (AOF),
+  and a lock cannot be released while Redis is away. So RQ's scheduler lock
+  is held under the process's own name (``host:pid``): the process takes it
+  again at once after a reconnect, and a process restarted in place of a
+  SIGKILLed one takes over its dead predecessor's lock, instead of waiting
+  out its 61 s (``worker/dispatch.py`` does the same for its own locks). The
+  job a process was running when Redis went away is run again as soon as
+  Redis answers, not once its lease lapses.
 """
 
 from __future__ import annotations
@@ -24,12 +37,18 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from typing import Any
 
 from redis import Redis, RedisError
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
 from rq import SimpleWorker, Worker
 from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
+from rq.exceptions import StopRequested
 from rq.job_lifecycle import call_exception_handlers
 from rq.scheduler import RQScheduler
 from rq.serializers import JSONSerializer
@@ -37,7 +56,8 @@ from rq.worker import WorkerStatus
 
 from collector.config import CollectorConfig
 from collector.defaults import DESTINATIONS
-from worker.dispatch import Dispatcher, delivery_queue, job_timeout_seconds
+from collector.redis_server import OutageLog, redis_address
+from worker.dispatch import DeliveryQueue, Dispatcher, job_timeout_seconds, owner_token, queue_name, release_if_owner_gone
 from worker.runtime import WorkerRuntime, install
 
 log = logging.getLogger(__name__)
@@ -50,6 +70,9 @@ RECONNECT_SECONDS = 1.0
 IDLE_STOP_GRACE_SECONDS = 8.0  # an idle child takes about 1 s (RQ's scheduler sleeps 1 s between passes); more on a loaded machine
 SUPERVISE_SECONDS = 0.5
 READ_TIMEOUT_SECONDS = 10
+PROBE_TIMEOUT_SECONDS = 2
+OUTAGE_REPEAT_SECONDS = 600  # a delivery process cut off alone says so this often; the supervisor speaks for an outage
+LOST = (RedisConnectionError, RedisTimeoutError)
 
 
 def worker_redis(url: str) -> Redis:
@@ -58,6 +81,88 @@ def worker_redis(url: str) -> Redis:
     return Redis.from_url(
         url, socket_connect_timeout=5, socket_timeout=READ_TIMEOUT_SECONDS, socket_keepalive=True, health_check_interval=30
     )
+
+
+def redis_probe(url: str) -> Redis:
+    """A client that tries once: a probe each second while Redis is away, not redis-py's retries with backoff."""
+    return Redis.from_url(
+        url, socket_connect_timeout=PROBE_TIMEOUT_SECONDS, socket_timeout=PROBE_TIMEOUT_SECONDS, retry=Retry(NoBackoff(), 0)
+    )
+
+
+def wait_for_redis(probe: Redis, stopping: threading.Event, outage: OutageLog) -> bool:
+    """Return once ``probe`` answers PING (True) or ``stopping`` is set (False), trying each ``RECONNECT_SECONDS``."""
+    while not stopping.is_set():
+        try:
+            probe.ping()
+        except RedisError as error:
+            outage.lost(error)
+            stopping.wait(RECONNECT_SECONDS)
+            continue
+        outage.back()
+        return True
+    return False
+
+
+class RedisLost(StopRequested):
+    """Redis stopped answering: RQ's work loop ends quietly on it (it is RQ's own stop), and the process waits for Redis.
+
+    Left to itself, RQ logs every retry of a lost connection, or quits its
+    loop with a traceback and then fails again in its teardown.
+    """
+
+
+@contextmanager
+def redis_lost_on_connection_error() -> Iterator[None]:
+    try:
+        yield
+    except LOST as error:
+        raise RedisLost(type(error).__name__) from error
+
+
+class _LifecycleChatter(logging.Filter):
+    """After a first outage, RQ's lines for starting and stopping a worker and its scheduler are left out.
+
+    A delivery process starts a new RQ worker (and scheduler) after each
+    reconnect; the outage's own lines say what happened.
+    """
+
+    MESSAGES = frozenset(
+        {
+            "Worker %s: started with PID %d, version %s",
+            "Worker %s: subscribing to channel %s",
+            "*** Listening on %s...",
+            "Worker %s: unsubscribing from channel %s",
+            "Acquired scheduler lock for %s",
+            "Scheduler for %s started with PID %s",
+        }
+    )
+    # The scheduler's stop: a fork of the worker, it cannot know whether its worker stops for good or for an outage.
+    ALWAYS = frozenset({"Scheduler stopping, releasing locks for %s...", "Scheduler with PID %d has stopped"})
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.quiet = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.msg in self.ALWAYS or (self.quiet and record.msg in self.MESSAGES))
+
+
+LIFECYCLE_CHATTER = _LifecycleChatter()
+
+
+class OutageAwareQueue(DeliveryQueue):
+    """The worker's dequeue, ended by :class:`RedisLost` when Redis is gone (RQ would log and retry in a loop)."""
+
+    @classmethod
+    def dequeue_any(cls, *args: Any, **kwargs: Any) -> Any:
+        with redis_lost_on_connection_error():
+            return super().dequeue_any(*args, **kwargs)
+
+
+def worker_queue(redis: Redis, destination: str) -> OutageAwareQueue:
+    """``destination``'s queue as a delivery process works it (RQ wants the worker's queues of its ``queue_class``)."""
+    return OutageAwareQueue(queue_name(destination), connection=redis, serializer=JSONSerializer)
 
 
 class DeliveryWorker(SimpleWorker):
@@ -74,10 +179,107 @@ class DeliveryWorker(SimpleWorker):
     SIGTERM after a SIGINT for a second signal, a cold shutdown).
     """
 
+    queue_class = OutageAwareQueue
+
     def __init__(self, *args: Any, stopping: threading.Event | None = None, ignore_sigint: bool = False, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.stopping = stopping or threading.Event()
         self.ignore_sigint = ignore_sigint
+        self.redis_lost = False
+        self.interrupted: tuple[Any, Any] | None = None  # (job, execution) of the job Redis went away under
+
+    # Redis going away: every place of RQ's work loop that talks to Redis ends it with RedisLost.
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
+        with self._noting_loss():
+            super().heartbeat(timeout, pipeline)
+
+    def set_state(self, state: str, pipeline: Any = None) -> None:
+        with self._noting_loss():
+            super().set_state(state, pipeline)
+
+    def check_for_suspension(self, burst: bool) -> None:
+        with self._noting_loss():
+            super().check_for_suspension(burst)
+
+    def run_maintenance_tasks(self) -> None:
+        with self._noting_loss():
+            super().run_maintenance_tasks()
+
+    def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
+        with self._noting_loss():
+            return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+
+    @contextmanager
+    def _noting_loss(self) -> Iterator[None]:
+        try:
+            with redis_lost_on_connection_error():
+                yield
+        except RedisLost:
+            self.redis_lost = True
+            LIFECYCLE_CHATTER.quiet = True
+            raise
+
+    def _pubsub_exception_handler(self, exc: Exception, pubsub: Any, pubsub_thread: Any) -> None:
+        """RQ's command thread logs each failed reconnect; the process's loop speaks for an outage."""
+        if isinstance(exc, RedisConnectionError):
+            time.sleep(RECONNECT_SECONDS)
+            return
+        super()._pubsub_exception_handler(exc, pubsub, pubsub_thread)
+
+    def unsubscribe(self) -> None:
+        """Stop the command thread, also when Redis is gone.
+
+        RQ's UNSUBSCRIBE is what ends the thread's wait for a message (up to
+        a minute); without Redis it raises, and RQ leaves the thread running.
+        A thread whose connection is gone ends on its own read error. The
+        thread is told to stop before the UNSUBSCRIBE: told after, it could
+        take the confirmation first and go back to waiting up to a minute for
+        a subscription (redis-py 8's ``stop()`` waits for it).
+        """
+        thread, pubsub, self.pubsub_thread, self.pubsub = self.pubsub_thread, self.pubsub, None, None
+        if thread is not None:
+            thread._running.clear()
+        if pubsub is not None and not self.redis_lost:
+            with suppress(RedisError):
+                pubsub.unsubscribe()
+        if thread is not None:
+            try:
+                thread.stop(timeout=RECONNECT_SECONDS)
+            except TypeError:  # redis-py before 7 does not wait in stop()
+                thread.stop()
+                thread.join(timeout=RECONNECT_SECONDS)
+        if pubsub is not None:
+            with suppress(RedisError):
+                pubsub.close()
+
+    def teardown(self) -> None:
+        """RQ's teardown, which does not need Redis: the death of a worker that lost Redis is registered after the
+        reconnect (:meth:`after_reconnect`), and its registration would expire anyway."""
+        if self.scheduler:
+            self.stop_scheduler()
+            self.scheduler = None
+        if not self.redis_lost:
+            try:
+                self.register_death()
+            except LOST:
+                self.redis_lost = True
+        self.unsubscribe()
+
+    def after_reconnect(self) -> None:
+        """Once Redis answers again: unregister this worker, and let maintenance run the job Redis went away under now.
+
+        The job's execution in the started registry would otherwise stay
+        leased for up to ``HEARTBEAT_TTL_SECONDS``; its lease is set to have
+        lapsed, and the new worker's first maintenance pass runs it again
+        (only if it is still marked started: one that finished is left alone).
+        """
+        self.register_death()
+        if self.interrupted is None:
+            return
+        job, execution = self.interrupted
+        self.interrupted = None
+        self.connection.zadd(job.started_job_registry.key, {execution.composite_key: 0}, xx=True)
 
     def _install_signal_handlers(self) -> None:
         super()._install_signal_handlers()
@@ -93,10 +295,11 @@ class DeliveryWorker(SimpleWorker):
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def handle_exception(self, job: Any, *exc_info: Any) -> None:
-        """RQ logs a failed job at ERROR with its traceback; a job whose deliveries will be retried said so in its own line."""
+        """RQ logs a failed job at ERROR with its traceback; a job whose deliveries will be retried said so in its own line,
+        and a job that failed because Redis went away is the outage's, which is logged on its own."""
         from worker.jobs import DeliveriesFailed
 
-        if exc_info and isinstance(exc_info[1], DeliveriesFailed):
+        if exc_info and isinstance(exc_info[1], (DeliveriesFailed, *LOST)):
             call_exception_handlers(self._exc_handlers, job, *exc_info)
             return
         super().handle_exception(job, *exc_info)
@@ -116,8 +319,12 @@ class DeliveryWorker(SimpleWorker):
             date_format=date_format,
             log_format=log_format,
             serializer=self.serializer,
+            name=owner_token(),
         )
-        self.scheduler.acquire_locks()
+        with self._noting_loss():
+            for queue in self.queues:
+                release_if_owner_gone(self.connection, DeliveryScheduler.get_locking_key(queue.name))
+            self.scheduler.acquire_locks()
         if not self.scheduler.acquired_locks:
             return
         if burst:
@@ -125,19 +332,6 @@ class DeliveryWorker(SimpleWorker):
             self.scheduler.release_locks()
         else:
             self.scheduler.start()
-
-    def unsubscribe(self) -> None:
-        """Stop listening for RQ's commands without waiting a minute.
-
-        RQ unsubscribes, then stops the listener thread, which reads with a
-        60 s timeout; redis-py 8's ``stop()`` waits for that thread. When
-        the unsubscribe confirmation reached the thread before it was told
-        to stop, it went back to waiting up to 60 s for a subscription, and
-        the process with it. Told first, it ends on that confirmation.
-        """
-        if self.pubsub_thread is not None:
-            self.pubsub_thread._running.clear()
-        super().unsubscribe()
 
     def get_heartbeat_ttl(self, job: Any, working_time: float = 0.0) -> int:
         return HEARTBEAT_TTL_SECONDS
@@ -156,12 +350,17 @@ class DeliveryWorker(SimpleWorker):
         return IDLE_WAKE_SECONDS
 
     def execute_job(self, job: Any, queue: Any) -> None:
-        execution = self.prepare_execution(job)
+        with self._noting_loss():
+            execution = self.prepare_execution(job)
         done = threading.Event()
         beat = threading.Thread(target=self._beat, args=(job, execution, done), name="heartbeat", daemon=True)
         beat.start()
         try:
-            self.perform_job(job, queue, execution)
+            with self._noting_loss():
+                self.perform_job(job, queue, execution)
+        except RedisLost:
+            self.interrupted = (job, execution)
+            raise
         finally:
             done.set()
             beat.join()
@@ -171,6 +370,8 @@ class DeliveryWorker(SimpleWorker):
         while not done.wait(HEARTBEAT_SECONDS):
             try:
                 self.maintain_heartbeats(job, execution)
+            except LOST:
+                continue  # Redis is away: the outage is logged once elsewhere; keep the lease once it is back
             except RedisError as error:
                 self.log.warning("heartbeat failed: %s", type(error).__name__)
 
@@ -200,6 +401,9 @@ class DeliveryScheduler(RQScheduler):
     RQ forks it from the worker; a worker killed with SIGKILL would leave it
     running for good, holding the queue's scheduler lock. Its worker stops it
     with SIGTERM (and waits for it); a Ctrl-C at the terminal is not for it.
+    Redis going away ends it quietly (RQ logs a traceback): its worker sees
+    the outage too, and starts a new one, under the same name and lock, once
+    Redis answers.
     """
 
     def _install_signal_handlers(self) -> None:
@@ -208,44 +412,83 @@ class DeliveryScheduler(RQScheduler):
 
     def work(self) -> None:
         when_parent_dies(self.request_stop)
-        super().work()
+        try:
+            super().work()
+        except LOST:
+            LIFECYCLE_CHATTER.quiet = True
 
 
 def run_delivery_process(config: CollectorConfig, redis_url: str, destination: str, supervised: bool = False) -> None:
     """Perform ``destination``'s jobs until SIGTERM/SIGINT (or, ``supervised``, the supervisor's death),
-    reconnecting when Redis goes away."""
+    waiting quietly for Redis whenever it goes away."""
     from collector.logs import setup_from_environment
 
     setup_from_environment()
+    stopping = threading.Event()
+    _stop_on_signals(stopping, supervised)
     if supervised:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # its supervisor stops it, with SIGTERM
         when_parent_dies(lambda: os.kill(os.getpid(), signal.SIGTERM))
     logging.getLogger("rq.worker").addFilter(_WithoutMaintenanceChatter())
+    for name in ("rq.worker", "rq.scheduler"):
+        logging.getLogger(name).addFilter(LIFECYCLE_CHATTER)
     redis = worker_redis(redis_url)
-    stopping = threading.Event()
-    runtime = WorkerRuntime.start(config, redis, stopping)
+    probe = redis_probe(redis_url)
+    level = logging.DEBUG if supervised else logging.WARNING  # a supervisor's dispatcher logs the outage
+    outage = OutageLog(log, f"delivery to {destination}", redis_address(redis), OUTAGE_REPEAT_SECONDS, level)
+    runtime = _start_runtime(config, redis, probe, stopping, outage)
+    if runtime is None:
+        return
     install(runtime)
     try:
-        while not stopping.is_set():
-            worker = DeliveryWorker(
-                [delivery_queue(redis, destination)],
-                connection=redis,
-                serializer=JSONSerializer,
-                maintenance_interval=MAINTENANCE_SECONDS,
-                stopping=stopping,
-                ignore_sigint=supervised,
-            )
+        previous: DeliveryWorker | None = None
+        while wait_for_redis(probe, stopping, outage):
             try:
+                if previous is not None and previous.redis_lost:
+                    previous.after_reconnect()
+                previous = worker = DeliveryWorker(
+                    [worker_queue(redis, destination)],
+                    connection=redis,
+                    serializer=JSONSerializer,
+                    maintenance_interval=MAINTENANCE_SECONDS,
+                    stopping=stopping,
+                    ignore_sigint=supervised,
+                )
                 worker.work(with_scheduler=True, logging_level="INFO")
-            except RedisError as error:
-                log.warning("worker for %s lost redis (%s); reconnecting", destination, type(error).__name__)
+            except (RedisError, RedisLost) as error:
+                _left_by_outage(previous, error, outage)
             # between workers, a signal must still stop the process (RQ's handlers point at the old worker)
-            signal.signal(signal.SIGTERM, lambda *_: stopping.set())
-            signal.signal(signal.SIGINT, signal.SIG_IGN if supervised else lambda *_: stopping.set())
-            stopping.wait(RECONNECT_SECONDS)
+            _stop_on_signals(stopping, supervised)
+            if previous is not None and not previous.redis_lost:
+                stopping.wait(RECONNECT_SECONDS)  # RQ's loop ended for another reason: do not spin
     finally:
         runtime.close()
         install(None)
+
+
+def _stop_on_signals(stopping: threading.Event, supervised: bool) -> None:
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    signal.signal(signal.SIGINT, signal.SIG_IGN if supervised else lambda *_: stopping.set())
+
+
+def _start_runtime(
+    config: CollectorConfig, redis: Redis, probe: Redis, stopping: threading.Event, outage: OutageLog
+) -> WorkerRuntime | None:
+    """The process's runtime, once Redis answers (its ledger keeps a connection); None when stopped first."""
+    while wait_for_redis(probe, stopping, outage):
+        try:
+            return WorkerRuntime.start(config, redis, stopping)
+        except LOST as error:
+            outage.lost(error)
+    return None
+
+
+def _left_by_outage(worker: DeliveryWorker | None, error: BaseException, outage: OutageLog) -> None:
+    """RQ's loop ended on a lost Redis (or failed before it began): tidy the worker up without Redis."""
+    LIFECYCLE_CHATTER.quiet = True
+    outage.lost(error.__cause__ or error)
+    if worker is not None:
+        worker.redis_lost = True
+        worker.teardown()
 
 
 def run_burst(config: CollectorConfig, redis_url: str) -> None:
@@ -255,7 +498,7 @@ def run_burst(config: CollectorConfig, redis_url: str) -> None:
     install(runtime)
     try:
         dispatcher = Dispatcher(redis, config.settings.delivery)
-        queues = [delivery_queue(redis, destination) for destination in DESTINATIONS]
+        queues = [worker_queue(redis, destination) for destination in DESTINATIONS]
         # the dispatcher keeps only a few jobs waiting, so alternate until nothing is left
         while dispatcher.drain_all() or any(queue.count for queue in queues):
             DeliveryWorker(queues, connection=redis, serializer=JSONSerializer).work(burst=True, logging_level="WARNING")

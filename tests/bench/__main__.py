@@ -35,7 +35,7 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 
-from tests.bench import cost, delivery, e2e, footprint, ingest, redis_capacity, snippet
+from tests.bench import cost, delivery, e2e, footprint, ingest, redis_capacity, redis_faults, snippet
 from tests.bench.loadgen import generator_name
 from tests.bench.report import ROW_HEADERS, Row, heading, machine, table
 from tests.bench.standin import NOTE
@@ -49,6 +49,7 @@ STAGES: dict[str, Callable[[bool], list[Row]]] = {
     "snippet": snippet.run,
     "redis": redis_capacity.run,
     "cost": cost.run,
+    "redis_faults": redis_faults.run,  # Redis SIGKILLed and restarted, and down 30 s, during delivery (issue 18: 5, 6)
 }
 
 

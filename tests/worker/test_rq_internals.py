@@ -16,9 +16,12 @@ from pathlib import Path
 
 import pytest
 from rq import Queue, SimpleWorker, job_lifecycle
+from rq.executions import Execution
 from rq.intermediate_queue import IntermediateQueue
 from rq.job import Job
+from rq.registry import StartedJobRegistry
 from rq.scheduler import RQScheduler
+from rq.worker.base import BaseWorker
 
 from worker.dispatch import DeliveryIntermediateQueue, DeliveryQueue
 from worker.process import DeliveryScheduler, DeliveryWorker
@@ -34,6 +37,7 @@ RELIED_ON = [
     (Queue, "intermediate_queue", None),
     (Queue, "prepare_data", ["func", "args", "timeout", "result_ttl", "failure_ttl", "description", "meta", "retry"]),
     (Queue, "enqueue_many", ["self", "job_datas", "pipeline"]),
+    (Queue, "dequeue_any", ["queues", "timeout", "connection"]),
     (SimpleWorker, "_start_scheduler", ["self", "burst", "logging_level", "date_format", "log_format"]),
     (SimpleWorker, "request_stop", ["self", "signum", "frame"]),
     (SimpleWorker, "get_heartbeat_ttl", ["self", "job"]),
@@ -46,8 +50,26 @@ RELIED_ON = [
     (SimpleWorker, "_install_signal_handlers", ["self"]),
     (SimpleWorker, "handle_exception", ["self", "job"]),
     (SimpleWorker, "_exc_handlers", None),
+    # Redis going away (worker/process.py: RedisLost)
+    (SimpleWorker, "queue_class", None),
+    (SimpleWorker, "validate_queues", ["self"]),
+    (SimpleWorker, "heartbeat", ["self", "timeout", "pipeline"]),
+    (SimpleWorker, "check_for_suspension", ["self", "burst"]),
+    (SimpleWorker, "run_maintenance_tasks", ["self"]),
+    (SimpleWorker, "dequeue_job_and_maintain_ttl", ["self", "timeout", "max_idle_time"]),
+    (SimpleWorker, "_pubsub_exception_handler", ["self", "exc", "pubsub", "pubsub_thread"]),
     (SimpleWorker, "unsubscribe", ["self"]),
+    (SimpleWorker, "teardown", ["self"]),
+    (SimpleWorker, "stop_scheduler", ["self"]),
+    (SimpleWorker, "register_death", ["self"]),
+    (SimpleWorker, "pubsub", None),
+    (SimpleWorker, "pubsub_thread", None),
+    (SimpleWorker, "scheduler", None),
+    (Execution, "composite_key", None),
+    (StartedJobRegistry, "cleanup", ["self", "timestamp"]),
     (job_lifecycle, "call_exception_handlers", ["handlers", "job"]),
+    (RQScheduler, "__init__", ["self", "queues", "connection", "name"]),
+    (RQScheduler, "get_locking_key", ["name"]),
     (RQScheduler, "work", ["self"]),
     (RQScheduler, "request_stop", ["self"]),
     (RQScheduler, "acquire_locks", ["self"]),
@@ -75,6 +97,18 @@ def test_what_we_override_or_call_is_still_in_rq(owner, name, parameters):
 
 def _set_in_init(owner: type, name: str) -> bool:
     return f"self.{name}" in inspect.getsource(owner.__init__)
+
+
+def test_a_stop_request_ends_rqs_work_loop_without_a_word():
+    """RedisLost is a StopRequested: RQ's loop must end on it quietly, not log it as an unhandled exception."""
+    source = inspect.getsource(BaseWorker.work)
+    assert "except StopRequested:\n                    break" in source
+
+
+def test_a_started_job_is_leased_under_its_execution_key():
+    """After a reconnect, a process lets the job it lost Redis under lapse by its entry in the started registry."""
+    assert "{job_id}:{execution_id}" in inspect.getsource(StartedJobRegistry)
+    assert "job_id" in inspect.getsource(Execution).split("def composite_key", 1)[1].split("def ", 1)[0]
 
 
 def test_our_subclasses_still_subclass_what_they_replace():
