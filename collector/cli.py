@@ -451,7 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Run the collector under gunicorn with sync workers. Needs REDIS_URL and a\n"
         "configuration. SIGTERM or Ctrl-C stops it.",
     )
-    listen(sub, "0.0.0.0", "the address to listen on")
+    listen(sub, "127.0.0.1", "the address to listen on (127.0.0.1, as gunicorn's own default; --host 0.0.0.0 in a container)")
     cpus = os.cpu_count() or 1
     sub.add_argument("--workers", type=int, default=2 * cpus + 1, help=f"gunicorn worker processes, 2 x {cpus} CPUs + 1")
     log_format(sub)

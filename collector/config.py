@@ -20,6 +20,7 @@ from marshmallow import Schema, ValidationError, fields, post_load, validate, va
 
 from collector import defaults
 from collector.account_fields import ACCOUNT_FIELD_PATHS
+from collector.config_lines import annotated
 from collector.delivery_stats import MINUTES_KEPT
 
 SITE_NAME_PATTERN = rf"^[A-Za-z0-9_-]{{1,{defaults.MAX_SITE_NAME_LENGTH}}}$"
@@ -155,6 +156,17 @@ def _api_key() -> fields.String:
     )
 
 
+class _StrictBoolean(fields.Boolean):
+    """``true`` or ``false`` only: marshmallow's Boolean would take ``"yes"``, ``"off"`` or ``1`` and guess."""
+
+    default_error_messages = {"invalid": "must be true or false, without quotes"}
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> bool:
+        if not isinstance(value, bool):
+            raise self.make_error("invalid")
+        return value
+
+
 class DepictSchema(Schema):
     url = fields.String(required=True, validate=_http_url)
     api_key = _api_key()
@@ -247,8 +259,8 @@ class SourcesSchema(Schema):
 
 class SiteSchema(Schema):
     origins = fields.List(fields.String(validate=validate.Regexp(r"^https?://[^/]+$", error="must be scheme://host[:port] with no path")))
-    require_consent = fields.Boolean()
-    honor_gpc = fields.Boolean()
+    require_consent = _StrictBoolean()
+    honor_gpc = _StrictBoolean()
     limits = fields.Nested(LimitsSchema)
     depict = fields.Nested(DepictSchema)
     commerce = fields.Nested(CommerceSchema)
@@ -335,13 +347,31 @@ class ConfigSchema(Schema):
         owners: dict[str, str] = {}
         for site_name, site in data.get("sites", {}).items():
             sources = site.get("sources")
-            for key in (*sources.write_keys, *sources.server_write_keys) if sources else ():
-                if key in owners:
-                    raise ValidationError(
-                        f"a write key is listed twice (in {owners[key]} and {site_name}): each must select one site",
-                        "sites",
-                    )
-                owners[key] = site_name
+            if not sources:
+                continue
+            for kind, keys in (("write_keys", sources.write_keys), ("server_write_keys", sources.server_write_keys)):
+                for index, key in enumerate(keys):
+                    where = f"sites.{site_name}.sources.{kind}[{index}]"
+                    if key in owners:
+                        shown = repr(key) if kind == "write_keys" else f"'{key[:4]}…' (a server key, shortened)"
+                        message = f"write key {shown} is also listed at {owners[key]}: each key must select one site"
+                        raise ValidationError({"sites": {site_name: {"sources": {kind: {index: [message]}}}}})
+                    owners[key] = where
+
+
+def config_keys() -> set[str]:
+    """Every key the configuration file may use, at any depth (to suggest the one a typo meant)."""
+    return _keys_of(ConfigSchema())
+
+
+def _keys_of(schema: Schema) -> set[str]:
+    keys: set[str] = set()
+    for name, field in schema.fields.items():
+        keys.add(field.data_key or name)
+        nested = field if isinstance(field, fields.Nested) else getattr(field, "value_field", None)
+        if isinstance(nested, fields.Nested) and isinstance(nested.schema, Schema):
+            keys |= _keys_of(nested.schema)
+    return keys
 
 
 def interpolate_env(node: Any, environ: Mapping[str, str], path: str = "") -> tuple[Any, list[str]]:
@@ -424,10 +454,13 @@ def _site_fields(values: dict[str, Any]) -> dict[str, Any]:
 def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> CollectorConfig:
     """Read, interpolate and check the TOML file at ``path``."""
     try:
-        with open(path, "rb") as handle:
-            document = tomllib.load(handle)
+        text = Path(path).read_text(encoding="utf-8")
+        document = tomllib.loads(text)
     except FileNotFoundError:
         raise ConfigError([f"{path}: no such file"]) from None
-    except tomllib.TOMLDecodeError as error:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise ConfigError([f"{path}: not valid TOML: {error}"]) from None
-    return parse_config(document, environ, source=str(Path(path)))
+    try:
+        return parse_config(document, environ, source=str(Path(path)))
+    except ConfigError as error:
+        raise ConfigError(annotated(error.problems, text, config_keys())) from None

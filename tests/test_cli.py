@@ -155,6 +155,13 @@ def test_every_option_of_every_command_has_help_with_its_default():
         assert "(default:" in shown
 
 
+@pytest.mark.parametrize("command", ["dev", "serve"])
+def test_the_collector_listens_on_loopback_unless_told_otherwise(command):
+    """`serve` binds 127.0.0.1 by default, as gunicorn does; `--host 0.0.0.0` opens it (a container)."""
+    assert cli.build_parser().parse_args([command]).host == "127.0.0.1"
+    assert cli.build_parser().parse_args([command, "--host", "0.0.0.0"]).host == "0.0.0.0"
+
+
 def test_version_is_the_package_version():
     version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
     shown = subprocess.run(

@@ -114,22 +114,22 @@ api_key = "clé secrète"
 """
 
 EXPECTED_PROBLEMS = [
-    "collector.rate_limit: not a rate limit",
-    "collector.trusted_proxy_hops: Must be greater than or equal to 0",
-    "collector.cookie.nmae: Unknown field.",
-    "sites.my_store.origins[0]: must be scheme://host[:port] with no path",
-    "sites.my_store.depict.url: Not a valid URL.",
-    "sites.my_store.depict.api_key: environment variable MISSING_KEY is not set",
-    "sites.my_store.depict.market: Missing data for required field.",
-    "sites.my_store.depict.events: not Depict event types: User Login",
-    "sites.my_store.commerce.api_kye: Unknown field.",
-    "sites.my_store.commerce.api_key: Missing data for required field.",
-    "sites.my_store.commerce.account_fields[1]: not a field of Commerce's Account: consumer.shoe_size",
-    "sites.my_store.limits.web_events_per_request: Must be greater than or equal to 0 and less than or equal to 50",
-    "sites.my_store.limits.visitor_events_per_minute: Must be greater than or equal to 1",
-    "sites.my_store.limits.address_share: Must be greater than 0 and less than or equal to 1",
-    "sites.other.commerce.api_key: must be printable ASCII without spaces",
-    "sites.bad name: site names are",
+    "line 3: collector.rate_limit: not a rate limit",
+    "line 4: collector.trusted_proxy_hops: Must be greater than or equal to 0",
+    "line 7: collector.cookie.nmae: unknown key; did you mean `name`?",
+    "line 10: sites.my_store.origins[0]: must be scheme://host[:port] with no path",
+    "line 13: sites.my_store.depict.url: Not a valid URL.",
+    "line 14: sites.my_store.depict.api_key: environment variable MISSING_KEY is not set",
+    "line 12: sites.my_store.depict.market: Missing data for required field.",
+    "line 16: sites.my_store.depict.events: not Depict event types: User Login",
+    "line 20: sites.my_store.commerce.api_kye: unknown key; did you mean `api_key`?",
+    "line 18: sites.my_store.commerce.api_key: Missing data for required field.",
+    "line 21: sites.my_store.commerce.account_fields[1]: not a field of Commerce's Account: consumer.shoe_size",
+    "line 24: sites.my_store.limits.web_events_per_request: Must be greater than or equal to 0 and less than or equal to 50",
+    "line 25: sites.my_store.limits.visitor_events_per_minute: Must be greater than or equal to 1",
+    "line 26: sites.my_store.limits.address_share: Must be greater than 0 and less than or equal to 1",
+    "line 31: sites.other.commerce.api_key: must be printable ASCII without spaces",
+    "line 33: sites.bad name: site names are",
 ]
 
 
@@ -182,3 +182,49 @@ def test_check_config_command_passes_a_good_file(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "site my_store: depict, commerce" in result.stdout
     assert "secret" not in result.stdout + result.stderr
+
+
+def test_problems_come_in_the_order_of_the_file(tmp_path):
+    """The report reads top to bottom, as the file does."""
+    with pytest.raises(ConfigError) as raised:
+        load_config(write(tmp_path, BAD), {})
+    numbers = [int(problem.split(":")[0].removeprefix("line ")) for problem in raised.value.problems]
+    assert numbers == sorted(numbers)
+
+
+@pytest.mark.parametrize("value", ['"yes"', '"true"', "1", '"off"'])
+def test_a_boolean_must_be_true_or_false(tmp_path, value):
+    """`require_consent = "yes"` is refused, not guessed."""
+    text = GOOD.replace("[sites.my_store]\n", f"[sites.my_store]\nrequire_consent = {value}\n", 1)
+    with pytest.raises(ConfigError) as raised:
+        load_config(write(tmp_path, text), {})
+    assert any(problem.endswith("sites.my_store.require_consent: must be true or false, without quotes") for problem in raised.value.problems)
+
+
+def test_a_write_key_listed_twice_is_named_with_both_places(tmp_path):
+    """The report says which key (a server key only by its start: it is a secret) and where else it is listed."""
+    text = GOOD + """
+[sites.my_store.sources]
+write_keys = ["wk_public_1"]
+server_write_keys = ["sk_secret_abcdef"]
+
+[sites.second]
+origins = ["https://second.example"]
+
+[sites.second.sources]
+write_keys = ["wk_public_1"]
+server_write_keys = ["sk_secret_abcdef"]
+"""
+    with pytest.raises(ConfigError) as raised:
+        load_config(write(tmp_path, text), {"DEPICT_API_KEY": "d", "COMMERCE_API_KEY": "c"})
+    [problem] = raised.value.problems
+    assert "sites.second.sources.write_keys[0]: write key 'wk_public_1' is also listed at sites.my_store.sources.write_keys[0]" in problem
+    assert problem.startswith("line ")
+    assert "sk_secret_abcdef" not in problem
+
+
+def test_an_unknown_key_far_from_any_known_one_gets_no_guess(tmp_path):
+    """A suggestion only when one is close; otherwise the key is just unknown."""
+    with pytest.raises(ConfigError) as raised:
+        load_config(write(tmp_path, GOOD.replace("[sites.my_store]\n", "[sites.my_store]\nzzqx = 1\n", 1)), {"DEPICT_API_KEY": "d", "COMMERCE_API_KEY": "c"})
+    assert any(problem.endswith("sites.my_store.zzqx: unknown key") for problem in raised.value.problems)
