@@ -9,6 +9,7 @@ outbox it sees.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -16,7 +17,8 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -336,6 +338,21 @@ def playwright_driver() -> Iterator[Any]:
 
     with sync_playwright() as playwright:
         yield playwright
+
+
+@pytest.fixture
+def run_async() -> Callable[[Callable[[], Coroutine[Any, Any, Any]]], Any]:
+    """Runs a coroutine to its end on a new event loop in a thread of its own, and returns its result.
+
+    Playwright's sync API, once a browser test ran, leaves an event loop
+    marked running in the main thread, where ``asyncio.run`` then refuses.
+    """
+
+    def run(make: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
+        with ThreadPoolExecutor(max_workers=1) as thread:
+            return thread.submit(lambda: asyncio.run(make())).result(timeout=60)
+
+    return run
 
 
 FAULT_FIGURES = pytest.StashKey[list]()

@@ -44,7 +44,7 @@ def test_a_job_forgets_its_record_when_it_ends(redis_client, site_config: Collec
     assert ledger.undelivered("job-1", [depict_delivery("event-a1")]) == [], "a re-run within the grace skips it"
 
 
-def _mark_concurrently(marks: GroupCommit, check) -> list:
+def _mark_concurrently(marks: GroupCommit, check, run_async) -> list:
     """SENDS sends on one event loop each mark their own delivery, then report ``check(event_id)`` or the error they got."""
 
     async def one(index: int):
@@ -58,23 +58,23 @@ def _mark_concurrently(marks: GroupCommit, check) -> list:
     async def all_of_them() -> list:
         return await asyncio.wait_for(asyncio.gather(*(one(index) for index in range(SENDS))), timeout=10)
 
-    return asyncio.run(all_of_them())
+    return run_async(all_of_them)
 
 
-def test_each_send_returns_only_once_its_own_mark_is_in_redis(redis_client, site_config: CollectorConfig):
+def test_each_send_returns_only_once_its_own_mark_is_in_redis(redis_client, site_config: CollectorConfig, run_async):
     """Marks written together still hold the rule: a send keeps its place until the vendor's yes is recorded."""
     with ThreadPoolExecutor(max_workers=1) as writer:
         marks = GroupCommit(DeliveryLedger(redis_client, ledger_seconds(site_config.settings.delivery)), writer)
-        results = _mark_concurrently(marks, lambda event_id: redis_client.hexists(ledger_key("job-1"), event_id))
+        results = _mark_concurrently(marks, lambda event_id: redis_client.hexists(ledger_key("job-1"), event_id), run_async)
     assert results == [1] * SENDS
 
 
-def test_a_failed_write_raises_in_every_send_it_carried(site_config: CollectorConfig):
+def test_a_failed_write_raises_in_every_send_it_carried(site_config: CollectorConfig, run_async):
     """With Redis gone, every waiting send gets the error (its job then retries); none is left hanging."""
     unreachable = connect_redis(f"redis://127.0.0.1:{free_port()}/0", timeout=0.5)
     with ThreadPoolExecutor(max_workers=1) as writer:
         marks = GroupCommit(DeliveryLedger(unreachable, ledger_seconds(site_config.settings.delivery)), writer)
-        results = _mark_concurrently(marks, lambda event_id: "returned without error")
+        results = _mark_concurrently(marks, lambda event_id: "returned without error", run_async)
         assert all(isinstance(result, RedisError) for result in results)
         with pytest.raises(RedisError):
-            asyncio.run(marks.mark_delivered("job-1", [depict_delivery("event-later")]))
+            run_async(lambda: marks.mark_delivered("job-1", [depict_delivery("event-later")]))

@@ -72,7 +72,7 @@ def test_timeouts_and_503s_halve_requests_in_flight_and_good_answers_give_them_b
     assert throttle.limit == 64
 
 
-def test_no_more_requests_start_than_the_limit_allows_and_a_release_lets_the_next_in():
+def test_no_more_requests_start_than_the_limit_allows_and_a_release_lets_the_next_in(run_async):
     """With a limit of 2, a third sender waits until one of the two is done, then goes, first come first served."""
 
     async def scenario() -> list[str]:
@@ -93,10 +93,10 @@ def test_no_more_requests_start_than_the_limit_allows_and_a_release_lets_the_nex
         order.append(f"in flight {throttle.in_flight}")
         return order
 
-    assert asyncio.run(scenario()) == ["in flight 2", "third went", "in flight 2"]
+    assert run_async(scenario) == ["in flight 2", "third went", "in flight 2"]
 
 
-def test_a_cancelled_waiter_does_not_keep_a_place():
+def test_a_cancelled_waiter_does_not_keep_a_place(run_async):
     """A send cancelled while it waits (its job timed out) takes no place and passes its turn on."""
 
     async def scenario() -> int:
@@ -110,7 +110,7 @@ def test_a_cancelled_waiter_does_not_keep_a_place():
         await asyncio.wait_for(behind, 1)
         return throttle.in_flight
 
-    assert asyncio.run(scenario()) == 1
+    assert run_async(scenario) == 1
 
 
 @pytest.mark.parametrize(
