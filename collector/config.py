@@ -84,10 +84,15 @@ class Site:
     origins: tuple[str, ...] = ()
     require_consent: bool = False
     honor_gpc: bool = True
+    bots: str = defaults.DEFAULT_BOTS  # "drop": events of known bots are not forwarded (collector/bots.py)
     limits: SiteLimits = field(default_factory=SiteLimits)
     depict: DepictDestination | None = None
     commerce: CommerceDestination | None = None
     sources: Sources = field(default_factory=Sources)
+
+    @property
+    def drops_bots(self) -> bool:
+        return self.bots == "drop"
 
 
 @dataclass(frozen=True)
@@ -247,6 +252,7 @@ class SiteSchema(Schema):
     origins = fields.List(fields.String(validate=validate.Regexp(r"^https?://[^/]+$", error="must be scheme://host[:port] with no path")))
     require_consent = fields.Boolean()
     honor_gpc = fields.Boolean()
+    bots = fields.String(validate=validate.OneOf(defaults.BOT_POLICIES, error='must be "drop" or "keep"'))
     limits = fields.Nested(LimitsSchema)
     depict = fields.Nested(DepictSchema)
     commerce = fields.Nested(CommerceSchema)

@@ -64,7 +64,7 @@ def collect_openapi() -> dict[str, Any]:
                 "requestBody": {"required": True, "content": {"application/json": body, "text/plain": body}},
                 "responses": {
                     "202": {
-                        "description": "At least one event was queued",
+                        "description": "At least one event was queued, or dropped for privacy or as a bot's",
                         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CollectResult"}}},
                     },
                     "400": _error_response("The request is not a usable batch, or the site is unknown"),
