@@ -16,6 +16,7 @@ from prometheus_client import REGISTRY
 
 from collector import bots, create_app
 from collector.config import parse_config
+from collector.console import panels
 from collector.drop_stats import dropped_counts
 from tests.collector.sources.test_api import basic, send
 from tests.collector.test_collect import nothing_queued, post, queued
@@ -134,3 +135,11 @@ def test_a_beacon_from_a_headless_browser_is_dropped(client, redis_client):
     assert response.status_code == 200 and response.json["dropped_as_bot"] == 1
     assert nothing_queued(redis_client)
 
+
+def test_the_console_shows_dropped_events_by_site_and_reason(client, redis_client):
+    post(client, {"site": SITE, "events": [make_event(), make_event()]}, **{"User-Agent": AHREFS})
+    post(client, {"site": SITE, "events": [make_event()]}, **{"User-Agent": CHROME, "Sec-GPC": "1"})
+    assert panels.dropped_rows(redis_client, 60, None) == [
+        {"site": SITE, "reason": "bot", "events": 2},
+        {"site": SITE, "reason": "privacy", "events": 1},
+    ]
