@@ -16,6 +16,9 @@ the same whoever sent it. Both are answered ``202`` with ``accepted: 0``
 and the count under ``dropped_for_privacy`` or ``dropped_as_bot``: a bot
 told that nothing went wrong does not retry, and ``accepted`` still
 counts only events that will be delivered.
+
+The three browser-facing paths are the configuration's
+(``collector/paths.py``): the routes are added where it says.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from typing import Any
 import orjson
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
+from flask.blueprints import BlueprintSetupState
 from marshmallow import ValidationError
 
 from collector import defaults, metrics
@@ -39,6 +43,7 @@ from collector.extensions import collector_state
 from collector.inbound import load_envelope
 from collector.intake import VisitorEvents, bot_sent, check_batch, check_web_event_budget, count_outcome, queue_batch, without_repeats
 from collector.live_tail import record_refusal
+from collector.paths import configured_paths
 from collector.request_body import may_hold_lone_surrogates, parse_json, read_body
 
 log = logging.getLogger(__name__)
@@ -153,12 +158,10 @@ def keep_refusal(response: Response, accepted_status: int, unit: str) -> None:
     record_refusal(collector_state().redis, response.status_code, message, g.get("site_name"), details)
 
 
-@bp.route("/collect", methods=["OPTIONS"])
 def collect_preflight() -> tuple[str, int]:
     return "", 204
 
 
-@bp.post("/collect")
 def collect() -> tuple[Response, int]:
     started = time.perf_counter()
     settings = collector_state().config.settings
@@ -196,7 +199,6 @@ def collect() -> tuple[Response, int]:
     return response, 202
 
 
-@bp.get("/sites/<site_name>/settings.json")
 def site_settings(site_name: str) -> tuple[Response, int]:
     """What the snippet needs to know before it may send: the site's privacy policy."""
     site = _site_named(site_name)
@@ -209,3 +211,13 @@ def dropped_fields(dropped: Mapping[str, int]) -> dict[str, int]:
     """What an answer says of the events it dropped: ``dropped_for_privacy``, ``dropped_as_bot``."""
     return {defaults.DROP_OUTCOMES[reason]: count for reason, count in dropped.items() if count}
 
+
+def _add_routes(state: BlueprintSetupState) -> None:
+    """The routes at the paths the configuration names (``[collector.paths]``), and at no other."""
+    paths = configured_paths(state.app)
+    state.add_url_rule(paths.collect, "collect_preflight", collect_preflight, methods=["OPTIONS"])
+    state.add_url_rule(paths.collect, "collect", collect, methods=["POST"])
+    state.add_url_rule(paths.site_settings_rule, "site_settings", site_settings, methods=["GET"])
+
+
+bp.record(_add_routes)

@@ -122,4 +122,13 @@ BOT_VERDICTS_REMEMBERED = 4096  # judged User-Agents per process: a shop's visit
 # Events answered 2xx but not queued, by reason: the outcome label of collector_events_total, and the console's.
 DROP_OUTCOMES: dict[str, str] = {"privacy": "dropped_for_privacy", "bot": "dropped_as_bot"}
 
+# The browser-facing paths ([collector.paths]; collector/paths.py), renamable when a filter list names one.
+DEFAULT_SNIPPET_PATH = "/t.js"
+DEFAULT_COLLECT_PATH = "/collect"
+DEFAULT_SITE_SETTINGS_PATH = "/sites/{site}/settings.json"
+SITE_PLACEHOLDER = "{site}"
+# The collector's other URLs, which a renamed path may not take.
+FIXED_PATHS: tuple[str, ...] = ("/", "/healthz", "/readyz", "/metrics", "/openapi.json", "/console", "/sourceConfig", "/sourceConfig/")
+FIXED_PATH_PREFIXES: tuple[str, ...] = ("/v1/", "/beacon/", "/console/", "/_demo/")
+
 DEFAULT_PORT = 8000
