@@ -22,6 +22,13 @@ speaks for its visitor: the request's for a browser key, the message's
 ``context.userAgent`` for a server key (a backend's own, such as
 ``analytics-python``, says nothing of the visitor). A dropped message is
 answered ``200`` like the others, counted under ``dropped_as_bot``.
+
+RudderStack's beacon path, ``/beacon/v1/batch``, is named by the ad-block
+lists (EasyPrivacy's ``/beacon/v1/batch?``). ``/v1/batch`` takes the very
+same request (the write key in the query, a ``text/plain`` body, no
+``Authorization``), so a page that sends its own beacons can use it; the
+SDK itself always appends ``/beacon/v1/batch`` to its ``dataPlaneUrl``
+(docs/segment-rudderstack.md).
 """
 
 from __future__ import annotations
