@@ -16,10 +16,11 @@ in which a slot is not found exactly once is not served: the build raises.
 
 Why ``Cache-Control: public, max-age=300`` and not a year: the URL is fixed
 in the tag on every page of every site (``<script src=".../t.js">``, or the
-renamed path), so it cannot carry a version. A long lifetime would leave visitors on an old
-snippet for as long as it lasts after we ship a fix. Five minutes bounds
-that; after it, browsers revalidate with ``If-None-Match`` and get a
-``304`` without a body as long as the file did not change.
+renamed path), so it cannot carry a version. A long lifetime would leave
+visitors on an old snippet for as long as it lasts after we ship a fix.
+Five minutes bounds that; after it, browsers revalidate with
+``If-None-Match`` and get a ``304`` without a body as long as the file did
+not change.
 """
 
 from __future__ import annotations

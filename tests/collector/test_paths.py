@@ -107,6 +107,12 @@ def test_the_snippet_is_built_once_per_set_of_paths_with_its_own_etag():
     assert b"fetch(O+'../cfg-'+site+'.json')" in renamed.minified
 
 
+@pytest.mark.parametrize("slot", snippet.PATH_SLOTS)
+def test_the_source_builds_each_renamable_url_from_one_literal(slot):
+    """static/t.js keeps ``O + 'collect'`` and ``O + 'sites/' + site + '/settings.json'``: the server writes the paths there."""
+    assert snippet.snippet_source().count(slot) == 1
+
+
 def test_a_source_without_its_slot_is_not_served():
     with pytest.raises(RuntimeError, match="must hold 'collect' exactly once"):
         snippet.with_paths("var EP = O + 'send';", CollectorPaths())
