@@ -15,7 +15,7 @@ from typing import Any
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from collector import defaults, rate_limit_storage
+from collector import bots, defaults, rate_limit_storage
 from collector.config import CollectorConfig, CollectorSettings, load_config
 
 
@@ -50,6 +50,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     _bind_extensions(app, site_config)
     _register_blueprints(app)
+    if any(site.drops_bots for site in site_config.sites.values()):
+        bots.load_list()
     return app
 
 

@@ -9,29 +9,41 @@ unusable (``request_body.py``), ``403`` for a page of another origin,
 A visitor's privacy choice is enforced here, not only in the snippet: with
 Global Privacy Control on (where the site honours it), or on a site that
 requires consent when the snippet does not say it was given, nothing is
-queued and no cookie is set; the events are counted as dropped.
+queued and no cookie is set; the events are counted as dropped. The same
+holds for a known bot's request (``collector/bots.py``) on a site that
+drops bots, judged after the events were checked, so that a refusal reads
+the same whoever sent it. Both are answered ``202`` with ``accepted: 0``
+and the count under ``dropped_for_privacy`` or ``dropped_as_bot``: a bot
+told that nothing went wrong does not retry, and ``accepted`` still
+counts only events that will be delivered.
+
+The three browser-facing paths are the configuration's
+(``collector/paths.py``): the routes are added where it says.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
 import orjson
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
+from flask.blueprints import BlueprintSetupState
 from marshmallow import ValidationError
 
-from collector import metrics
+from collector import defaults, metrics
 from collector.config import CookiePolicy, Site
-from collector.enrich import RequestContext, context_from_request, global_privacy_control
+from collector.enrich import RequestContext, context_from_request, forwardable_user_agent, global_privacy_control
 from collector.errors import BadRequest, EventsRejected, OriginNotAllowed, UnknownSite
 from collector.extensions import collector_state
 from collector.inbound import load_envelope
-from collector.intake import VisitorEvents, check_batch, check_web_event_budget, count_outcome, queue_batch, web_events_in, without_repeats
+from collector.intake import VisitorEvents, bot_sent, check_batch, check_web_event_budget, count_outcome, queue_batch, web_events_in, without_repeats
 from collector.live_tail import record_refusal
+from collector.paths import configured_paths
 from collector.request_body import may_hold_lone_surrogates, parse_json, read_body
 
 log = logging.getLogger(__name__)
@@ -57,6 +69,15 @@ def _privacy_forbids(site: Site, envelope: dict[str, Any]) -> bool:
     if site.honor_gpc and global_privacy_control(request):
         return True
     return site.require_consent and envelope.get("consent") is not True
+
+
+def _drop_reason(site: Site, envelope: dict[str, Any]) -> str | None:
+    """Why the whole batch is answered but not queued (``privacy``, ``bot``), or None when it is queued."""
+    if _privacy_forbids(site, envelope):
+        return "privacy"
+    if bot_sent(site, forwardable_user_agent(request.headers.get("User-Agent"))):
+        return "bot"
+    return None
 
 
 @lru_cache(maxsize=8)
@@ -137,12 +158,10 @@ def keep_refusal(response: Response, accepted_status: int, unit: str) -> None:
     record_refusal(collector_state().redis, response.status_code, message, g.get("site_name"), details)
 
 
-@bp.route("/collect", methods=["OPTIONS"])
 def collect_preflight() -> tuple[str, int]:
     return "", 204
 
 
-@bp.post("/collect")
 def collect() -> tuple[Response, int]:
     started = time.perf_counter()
     settings = collector_state().config.settings
@@ -157,33 +176,48 @@ def collect() -> tuple[Response, int]:
     events, rejected = check_batch(site, envelope["events"], may_hold_lone_surrogates(raw_body))
     g.rejected = rejected
     if not events:
-        count_outcome(site, 0, 0, len(rejected), 0)
+        count_outcome(site, 0, 0, len(rejected))
         raise EventsRejected(details={"rejected": rejected})
 
     unique = without_repeats(events)
-    if _privacy_forbids(site, envelope):
-        accepted, dropped = 0, len(unique)
+    reason = _drop_reason(site, envelope)
+    if reason:
+        accepted, dropped = 0, {reason: len(unique)}
     else:
         check_web_event_budget(site, web_events_in(site, unique), len(unique))
         context = context_from_request(request, settings.cookie.name, unique[0].get("anonymous_id"))
-        accepted, dropped = queue_batch(site, [VisitorEvents(context, unique)], browser=True), 0
-    duplicates = len(events) - accepted - dropped
+        accepted, dropped = queue_batch(site, [VisitorEvents(context, unique)], browser=True), {}
+    duplicates = len(events) - accepted - sum(dropped.values())
     count_outcome(site, accepted, duplicates, len(rejected), dropped)
     metrics.LATENCY.observe(time.perf_counter() - started)
 
-    body = {"accepted": accepted, "duplicates": duplicates, "rejected": rejected}
-    if dropped:
-        body["dropped_for_privacy"] = dropped
+    body: dict[str, Any] = {"accepted": accepted, "duplicates": duplicates, "rejected": rejected}
+    body.update(dropped_fields(dropped))
     response = Response(orjson.dumps(body), mimetype="application/json")
     if accepted:
         _set_visitor_cookie(response, context)
     return response, 202
 
 
-@bp.get("/sites/<site_name>/settings.json")
 def site_settings(site_name: str) -> tuple[Response, int]:
     """What the snippet needs to know before it may send: the site's privacy policy."""
     site = _site_named(site_name)
     response = jsonify({"require_consent": site.require_consent, "honor_gpc": site.honor_gpc})
     response.headers["Cache-Control"] = "public, max-age=300"
     return response, 200
+
+
+def dropped_fields(dropped: Mapping[str, int]) -> dict[str, int]:
+    """What an answer says of the events it dropped: ``dropped_for_privacy``, ``dropped_as_bot``."""
+    return {defaults.DROP_OUTCOMES[reason]: count for reason, count in dropped.items() if count}
+
+
+def _add_routes(state: BlueprintSetupState) -> None:
+    """The routes at the paths the configuration names (``[collector.paths]``), and at no other."""
+    paths = configured_paths(state.app)
+    state.add_url_rule(paths.collect, "collect_preflight", collect_preflight, methods=["OPTIONS"])
+    state.add_url_rule(paths.collect, "collect", collect, methods=["POST"])
+    state.add_url_rule(paths.site_settings_rule, "site_settings", site_settings, methods=["GET"])
+
+
+bp.record(_add_routes)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from collector import defaults
 from collector.account_fields import ACCOUNT_FIELD_PATHS
 from collector.config_lines import annotated
 from collector.delivery_stats import MINUTES_KEPT
+from collector.paths import CollectorPaths, clash_problem, path_problem, snippet_problem, template_problem
 
 SITE_NAME_PATTERN = rf"^[A-Za-z0-9_-]{{1,{defaults.MAX_SITE_NAME_LENGTH}}}$"
 MIN_CONSOLE_TOKEN_CHARS = 16
@@ -86,10 +87,15 @@ class Site:
     origins: tuple[str, ...] = ()
     require_consent: bool = False
     honor_gpc: bool = True
+    bots: str = defaults.DEFAULT_BOTS  # "drop": events of known bots are not forwarded (collector/bots.py)
     limits: SiteLimits = field(default_factory=SiteLimits)
     depict: DepictDestination | None = None
     commerce: CommerceDestination | None = None
     sources: Sources = field(default_factory=Sources)
+
+    @property
+    def drops_bots(self) -> bool:
+        return self.bots == "drop"
 
 
 @dataclass(frozen=True)
@@ -120,6 +126,7 @@ class CollectorSettings:
     max_events_per_batch: int = defaults.MAX_EVENTS_PER_BATCH
     cookie: CookiePolicy = field(default_factory=CookiePolicy)
     delivery: DeliveryPolicy = field(default_factory=DeliveryPolicy)
+    paths: CollectorPaths = field(default_factory=CollectorPaths)
 
 
 @dataclass(frozen=True)
@@ -261,6 +268,7 @@ class SiteSchema(Schema):
     origins = fields.List(fields.String(validate=validate.Regexp(r"^https?://[^/]+$", error="must be scheme://host[:port] with no path")))
     require_consent = _StrictBoolean()
     honor_gpc = _StrictBoolean()
+    bots = fields.String(validate=validate.OneOf(defaults.BOT_POLICIES, error='must be "drop" or "keep"'))
     limits = fields.Nested(LimitsSchema)
     depict = fields.Nested(DepictSchema)
     commerce = fields.Nested(CommerceSchema)
@@ -291,6 +299,35 @@ class DeliverySchema(Schema):
         return DeliveryPolicy(**data)
 
 
+def _checked(problem_of: Callable[[str], str | None]) -> Callable[[str], None]:
+    """A Marshmallow validator from a function that says what is wrong with a value."""
+
+    def check(value: str) -> None:
+        problem = problem_of(value)
+        if problem:
+            raise ValidationError(problem)
+
+    return check
+
+
+class PathsSchema(Schema):
+    """``[collector.paths]``: the browser-facing paths (collector/paths.py)."""
+
+    snippet = fields.String(validate=_checked(snippet_problem))
+    collect = fields.String(validate=_checked(path_problem))
+    site_settings = fields.String(validate=_checked(template_problem))
+
+    @validates_schema(skip_on_field_errors=True)
+    def _no_clash(self, data: dict[str, Any], **_: Any) -> None:
+        problem = clash_problem(CollectorPaths(**data))
+        if problem:
+            raise ValidationError(problem)
+
+    @post_load
+    def _make(self, data: dict[str, Any], **_: Any) -> CollectorPaths:
+        return CollectorPaths(**data)
+
+
 class SettingsSchema(Schema):
     trusted_proxy_hops = fields.Integer(strict=True, validate=validate.Range(min=0, max=10))
     rate_limit = fields.String(validate=validate.Length(min=1))
@@ -300,6 +337,7 @@ class SettingsSchema(Schema):
     max_events_per_batch = fields.Integer(strict=True, validate=validate.Range(min=1, max=defaults.MAX_EVENTS_PER_BATCH))
     cookie = fields.Nested(CookieSchema)
     delivery = fields.Nested(DeliverySchema)
+    paths = fields.Nested(PathsSchema)
 
     @validates_schema(skip_on_field_errors=False)
     def _rate_limit_parses(self, data: dict[str, Any], **_: Any) -> None:

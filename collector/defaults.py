@@ -115,4 +115,21 @@ DEFAULT_REDIS_TIMEOUT_SECONDS = 2.0  # the longest /collect waits on a stalled R
 RETRY_AFTER_WHEN_UNAVAILABLE_SECONDS = 5
 RETRY_AFTER_OVER_REQUEST_BUDGET_SECONDS = 60  # the same request will not fit later either: slow the sender down
 
+# Bots (collector/bots.py): a site drops their events ("drop") or forwards them ("keep").
+BOT_POLICIES: tuple[str, ...] = ("drop", "keep")
+DEFAULT_BOTS = "drop"
+BOT_VERDICTS_REMEMBERED = 4096  # judged User-Agents per process: a shop's visitors repeat a few hundred
+
+# Events answered 2xx but not queued, by reason: the outcome label of collector_events_total, and the console's.
+DROP_OUTCOMES: dict[str, str] = {"privacy": "dropped_for_privacy", "bot": "dropped_as_bot"}
+
+# The browser-facing paths ([collector.paths]; collector/paths.py), renamable when a filter list names one.
+DEFAULT_SNIPPET_PATH = "/t.js"
+DEFAULT_COLLECT_PATH = "/collect"
+DEFAULT_SITE_SETTINGS_PATH = "/sites/{site}/settings.json"
+SITE_PLACEHOLDER = "{site}"
+# The collector's other URLs, which a renamed path may not take.
+FIXED_PATHS: tuple[str, ...] = ("/", "/healthz", "/readyz", "/metrics", "/openapi.json", "/console", "/sourceConfig", "/sourceConfig/")
+FIXED_PATH_PREFIXES: tuple[str, ...] = ("/v1/", "/beacon/", "/console/", "/_demo/")
+
 DEFAULT_PORT = 8000

@@ -111,13 +111,16 @@ class RejectedEventSchema(Schema):
 
 
 class CollectResultSchema(Schema):
-    """The answer of ``POST /collect`` when at least one event was queued or dropped for privacy."""
+    """The answer of ``POST /collect`` when at least one event was queued, or dropped (privacy, a bot)."""
 
     accepted = fields.Integer()
     duplicates = fields.Integer()
     rejected = fields.List(fields.Nested(RejectedEventSchema))
     dropped_for_privacy = fields.Integer(
         metadata={"description": "Events not queued: consent required and not given, or Global Privacy Control"}
+    )
+    dropped_as_bot = fields.Integer(
+        metadata={"description": "Events not queued: the User-Agent is a known bot's or a headless browser's, and the site drops bots"}
     )
 
 

@@ -6,17 +6,26 @@ inbound events of ``inbound.py``; from there the path is one:
 
 1. :func:`check_batch`: the inbound schema, and the site's Commerce Account
    allowlist; bad events are refused by index, the good ones kept;
-2. the caller applies the visitor's privacy choice (it knows the protocol);
+2. the caller drops what the visitor's privacy choice forbids, and what a
+   bot sent where the site drops bots (:func:`bot_sent`; it knows the
+   protocol, and so which User-Agent speaks for the visitor);
 3. :func:`queue_batch`: the per-request Web Event budget where the sender is
    a browser, the site's, the client address's and the visitor's per-minute
    budgets, dedupe and the outboxes, in one enqueue script (``queue.py``);
-4. :func:`count_outcome`: the ``collector_events_total`` counters.
+4. :func:`count_outcome`: the ``collector_events_total`` counters, and
+   the dropped events by reason for the console (``drop_stats.py``).
+
+A dropped event is answered as the batch's others are (``202``, or ``200``
+for Segment's clients), so that a client does not retry it, but it is
+never counted as accepted: an accepted event is one that will be
+delivered. The answer names it (``dropped_for_privacy``,
+``dropped_as_bot``).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +33,9 @@ from redis import RedisError
 
 from collector import defaults, metrics
 from collector.account_fields import refused_account_fields
+from collector.bots import is_bot
 from collector.config import Site
+from collector.drop_stats import record_dropped
 from collector.enrich import RequestContext
 from collector.errors import BudgetExceeded, QueueUnavailable
 from collector.event_check import check_events
@@ -88,6 +99,11 @@ def without_repeats(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
             seen.add(event["id"])
             unique.append(event)
     return unique
+
+
+def bot_sent(site: Site, user_agent: str | None) -> bool:
+    """Whether ``site`` drops what this User-Agent sends: it drops bots, and the list names this one."""
+    return site.drops_bots and is_bot(user_agent)
 
 
 def web_events_in(site: Site, events: Sequence[dict[str, Any]]) -> int:
@@ -182,13 +198,19 @@ def queue_batch(site: Site, visitors: Sequence[VisitorEvents], browser: bool) ->
     raise QueueUnavailable(headers={"Retry-After": "1"})
 
 
-def count_outcome(site: Site, accepted: int, duplicates: int, rejected: int, dropped_for_privacy: int) -> None:
-    """Add the batch to ``collector_events_total``; an outcome with nothing to add is not touched (each touch writes to the metrics files under gunicorn)."""
+def count_outcome(
+    site: Site, accepted: int, duplicates: int, rejected: int, dropped: Mapping[str, int] | None = None
+) -> None:
+    """Add the batch to ``collector_events_total``, and its dropped events (by reason) to the console's counts.
+
+    An outcome with nothing to add is not touched (each touch writes to the metrics files under gunicorn).
+    """
     metrics.EVENTS.labels(site.name, "accepted").inc(accepted)
-    for outcome, count in (
-        ("duplicate", duplicates),
-        ("rejected", rejected),
-        ("dropped_for_privacy", dropped_for_privacy),
-    ):
+    for outcome, count in (("duplicate", duplicates), ("rejected", rejected)):
         if count:
             metrics.EVENTS.labels(site.name, outcome).inc(count)
+    if dropped and any(dropped.values()):
+        for reason, count in dropped.items():
+            if count:
+                metrics.EVENTS.labels(site.name, defaults.DROP_OUTCOMES[reason]).inc(count)
+        record_dropped(collector_state().redis, site.name, dropped)

@@ -8,10 +8,12 @@ from typing import Any
 
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, current_app, jsonify
 from marshmallow import fields
 
+from collector import defaults
 from collector.inbound import CollectRequestSchema, CollectResultSchema, EventPropsSchema, InboundEventSchema
+from collector.paths import configured_paths
 
 bp = Blueprint("openapi", __name__)
 
@@ -39,7 +41,8 @@ def object_sizes(_converter: Any, field: fields.Field, ret: dict[str, Any], **_:
 
 
 @cache
-def collect_openapi() -> dict[str, Any]:
+def collect_openapi(collect_path: str = defaults.DEFAULT_COLLECT_PATH) -> dict[str, Any]:
+    """The document for ``/collect`` served at ``collect_path`` (``[collector.paths] collect``)."""
     marshmallow = MarshmallowPlugin()
     spec = APISpec(
         title="First-party collector",
@@ -57,14 +60,14 @@ def collect_openapi() -> dict[str, Any]:
     spec.components.schema("CollectResult", schema=CollectResultSchema)
     body = {"schema": {"$ref": "#/components/schemas/CollectRequest"}}
     spec.path(
-        path="/collect",
+        path=collect_path,
         operations={
             "post": {
                 "summary": "Queue a batch of events from one browser",
                 "requestBody": {"required": True, "content": {"application/json": body, "text/plain": body}},
                 "responses": {
                     "202": {
-                        "description": "At least one event was queued",
+                        "description": "At least one event was queued, or dropped for privacy or as a bot's",
                         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CollectResult"}}},
                     },
                     "400": _error_response("The request is not a usable batch, or the site is unknown"),
@@ -82,4 +85,4 @@ def collect_openapi() -> dict[str, Any]:
 
 @bp.get("/openapi.json")
 def openapi_json() -> Response:
-    return jsonify(collect_openapi())
+    return jsonify(collect_openapi(configured_paths(current_app).collect))

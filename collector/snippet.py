@@ -1,28 +1,43 @@
 """``GET /t.js``: the snippet, minified, with caching headers.
 
-The source is ``static/t.js``. It is minified with rjsmin and gzipped once
-per process, on the first request (nothing happens at import), and kept in
-memory with a strong ``ETag`` (a hash of the minified bytes).
+The source is ``static/t.js``. The server writes the configured collect and
+site settings paths into it (:func:`with_paths`), then it is minified with
+rjsmin and gzipped once per process and set of paths, on the first request
+(nothing happens at import), and kept in memory with a strong ``ETag`` (a
+hash of the minified bytes, so each set of paths has its own).
+
+The paths are written as references relative to the snippet's own folder
+(``collector/paths.py``): the source builds each URL from ``O``, the folder
+it was loaded from, and a string literal, ``O + 'collect'`` and
+``O + 'sites/' + site + '/settings.json'``; :data:`PATH_SLOTS` names those
+literals and each is replaced by the configured path's. With the default
+paths nothing changes, so the bytes served are the source's own. A source
+in which a slot is not found exactly once is not served: the build raises.
 
 Why ``Cache-Control: public, max-age=300`` and not a year: the URL is fixed
-by the contract (``<script src=".../t.js">`` on every page of every site),
-so it cannot carry a version. A long lifetime would leave visitors on an old
-snippet for as long as it lasts after we ship a fix. Five minutes bounds
-that; after it, browsers revalidate with ``If-None-Match`` and get a
-``304`` without a body as long as the file did not change.
+in the tag on every page of every site (``<script src=".../t.js">``, or the
+renamed path), so it cannot carry a version. A long lifetime would leave
+visitors on an old snippet for as long as it lasts after we ship a fix.
+Five minutes bounds that; after it, browsers revalidate with
+``If-None-Match`` and get a ``304`` without a body as long as the file did
+not change.
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
-import threading
 from dataclasses import dataclass
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
 import rjsmin
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, current_app, request
+from flask.blueprints import BlueprintSetupState
+
+from collector import defaults
+from collector.paths import CollectorPaths, configured_paths, relative_reference
 
 bp = Blueprint("snippet", __name__)
 
@@ -32,6 +47,10 @@ CONTENT_TYPE = "application/javascript; charset=utf-8"
 
 # <repo>/static/t.js, next to <repo>/collector/
 _REPO_SOURCE = Path(__file__).resolve().parent.parent / "static" / SNIPPET_NAME
+# The string literals of static/t.js that hold a path relative to the snippet's folder.
+COLLECT_SLOT = "'collect'"
+SITE_SETTINGS_SLOT = "'sites/' + site + '/settings.json'"
+PATH_SLOTS = (COLLECT_SLOT, SITE_SETTINGS_SLOT)
 
 
 @dataclass(frozen=True)
@@ -66,23 +85,38 @@ def build_snippet(source: str) -> Snippet:
     return Snippet(minified=minified, gzipped=gzipped, etag=etag)
 
 
-_lock = threading.Lock()
-_built: Snippet | None = None
+def path_literals(paths: CollectorPaths) -> dict[str, str]:
+    """Each slot of the source, and the JavaScript that builds the configured path in its place.
+
+    The paths hold no quote nor backslash (``paths.path_problem``), so a
+    single-quoted literal needs no escaping.
+    """
+    collect = relative_reference(paths.snippet, paths.collect)
+    head, _, tail = relative_reference(paths.snippet, paths.site_settings).partition(defaults.SITE_PLACEHOLDER)
+    return {COLLECT_SLOT: f"'{collect}'", SITE_SETTINGS_SLOT: f"'{head}' + site + '{tail}'"}
 
 
-def current_snippet() -> Snippet:
-    """The snippet of this process, built on first use."""
-    global _built
-    if _built is None:
-        with _lock:
-            if _built is None:
-                _built = build_snippet(snippet_source())
-    return _built
+def with_paths(source: str, paths: CollectorPaths) -> str:
+    """``source`` with the configured paths written into its slots."""
+    for slot, literal in path_literals(paths).items():
+        if source.count(slot) != 1:
+            raise RuntimeError(f"static/{SNIPPET_NAME} must hold {slot} exactly once: the collector writes the configured path there")
+        source = source.replace(slot, literal)
+    return source
 
 
-@bp.get("/t.js")
+def current_snippet(paths: CollectorPaths | None = None) -> Snippet:
+    """The snippet for ``paths`` (the defaults when None), built on first use in this process."""
+    return _built_for(paths or CollectorPaths())
+
+
+@lru_cache(maxsize=8)
+def _built_for(paths: CollectorPaths) -> Snippet:
+    return build_snippet(with_paths(snippet_source(), paths))
+
+
 def snippet() -> Response:
-    built = current_snippet()
+    built = current_snippet(configured_paths(current_app))
     gzipped = request.accept_encodings.quality("gzip") > 0
     response = Response(built.gzipped if gzipped else built.minified, content_type=CONTENT_TYPE)
     # one strong validator per representation, as RFC 9110 wants of strong ETags
@@ -93,3 +127,11 @@ def snippet() -> Response:
         response.headers["Content-Encoding"] = "gzip"
     # answers 304 (and drops the body) when If-None-Match names our ETag
     return response.make_conditional(request)
+
+
+def _add_route(state: BlueprintSetupState) -> None:
+    """The snippet at the path the configuration names (``[collector.paths] snippet``), and at no other."""
+    state.add_url_rule(configured_paths(state.app).snippet, "snippet", snippet, methods=["GET"])
+
+
+bp.record(_add_route)

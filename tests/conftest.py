@@ -113,7 +113,10 @@ def config_toml(
 ) -> str:
     """Three sites on the stand-ins: test_store (both vendors, generous budgets, whole Accounts allowed,
     Segment/RudderStack write keys), other_store (a wrong Commerce key, default budgets and account fields),
-    consent_store (requires consent)."""
+    consent_store (requires consent).
+
+    Each keeps bots' events (``bots = "keep"``): the tests post with httpx, whose User-Agent
+    (``python-httpx/...``) the bot list names. ``tests/collector/test_bots.py`` covers the default, "drop"."""
     allowed = ", ".join(f'"{name}"' for name in account_fields)
     return f"""
 [collector]
@@ -130,6 +133,7 @@ concurrency = 16
 
 [sites.{SITE}]
 origins = ["{ORIGIN}"]
+bots = "keep"
 
 [sites.{SITE}.limits]
 web_events_per_request = {web_events_per_request}
@@ -151,6 +155,9 @@ url = "{commerce_url}"
 api_key = "${{TEST_COMMERCE_KEY}}"
 account_fields = [{allowed}]
 
+[sites.{OTHER_SITE}]
+bots = "keep"
+
 [sites.{OTHER_SITE}.commerce]
 url = "{commerce_url}"
 api_key = "wrong-key"
@@ -159,6 +166,7 @@ events = ["User Login"]
 [sites.{CONSENT_SITE}]
 origins = ["{ORIGIN}"]
 require_consent = true
+bots = "keep"
 
 [sites.{CONSENT_SITE}.sources]
 write_keys = ["{CONSENT_WRITE_KEY}"]

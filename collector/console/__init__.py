@@ -1,4 +1,4 @@
-"""The site owner's console at ``/console/``: delivery chart, backlog, live tail, refusals, dead letters.
+"""The site owner's console at ``/console/``: delivery chart, backlog, live tail, refusals, drops, dead letters.
 
 It exists only when the configuration has ``[console] token``
 (:func:`init_app`, called by ``create_app``); otherwise every ``/console/``
@@ -285,12 +285,19 @@ def dashboard() -> str:
         destinations=DESTINATIONS,
         tail=panels.live_tail(redis, config),
         refusals=panels.refusals(redis),
+        dropped=panels.dropped_rows(redis, _chart_minutes(), now),
+        drop_reasons=panels.DROP_REASONS,
         waiting=sum(row["outbox_entries"] for row in backlog),
         lag=max((row["lag_seconds"] for row in backlog), default=0.0),
         csrf=session.get("csrf", ""),
         via_session=g.console_auth == SESSION,
         refresh_seconds=_refresh_seconds(),
     )
+
+
+def _chart_minutes() -> int:
+    """The minutes the chart covers (``[console] hours``); the dropped events are counted over the same."""
+    return panels.delivery_stats.minutes_for(_settings().hours)
 
 
 def _refresh_seconds() -> int:
@@ -388,6 +395,7 @@ def api_summary() -> Response:
             "dead_letters": dead,
             "dead_letters_total": sum(row["count"] for row in dead),
             "events": {"minutes": minutes, "by_site_and_destination": panels.event_totals(state.redis, minutes, now)},
+            "dropped": {"minutes": minutes, "by_site_and_reason": panels.dropped_rows(state.redis, minutes, now)},
         }
     )
 

@@ -1,8 +1,9 @@
 """What each panel of the console shows, read from Redis and shaped for the templates and the JSON API.
 
 Nothing here writes: the panels read what the collector and the workers
-already keep (``collector/delivery_stats.py``, ``worker/backlog.py``,
-``collector/queue.py``, ``collector/live_tail.py``, the dead letters). The
+already keep (``collector/delivery_stats.py``, ``collector/drop_stats.py``,
+``worker/backlog.py``, ``collector/queue.py``, ``collector/live_tail.py``,
+the dead letters). The
 chart is drawn on the server as inline SVG: one small chart per site and
 destination, a stacked bar per clock minute (delivered below, failed on
 top), scaled to that chart's busiest minute.
@@ -16,7 +17,7 @@ from typing import Any
 
 from redis import Redis
 
-from collector import delivery_stats
+from collector import delivery_stats, drop_stats
 from collector.config import CollectorConfig
 from collector.defaults import DESTINATIONS
 from collector.live_tail import recent_batches, recent_refusals
@@ -203,6 +204,15 @@ def live_tail(redis: Redis, config: CollectorConfig) -> list[dict[str, Any]]:
         ]
         tail.append({"site": name, "batches": len(batches), "events": rows[:EVENTS_SHOWN], "more": max(0, len(rows) - EVENTS_SHOWN)})
     return tail
+
+
+DROP_REASONS = {"bot": "a known bot or headless browser", "privacy": "the visitor's privacy choice (consent, GPC)"}
+
+
+def dropped_rows(redis: Redis, minutes: int, now: float | None) -> list[dict[str, Any]]:
+    """Events answered but not queued over the last ``minutes``, per site and reason (``bot``, ``privacy``)."""
+    counts = drop_stats.dropped_counts(redis, minutes, now)
+    return [{"site": site, "reason": reason, "events": events} for (site, reason), events in sorted(counts.items())]
 
 
 def refusals(redis: Redis) -> list[dict[str, Any]]:

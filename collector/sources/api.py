@@ -16,6 +16,19 @@ site's consent rule apply, and so do the per-request and per-visitor
 budgets. A *server* write key (``sources.server_write_keys``, Basic auth
 only) is a shop's backend, reporting for its visitors: their IP,
 User-Agent and page are taken from each message's ``context``.
+
+Where the site drops bots, a message is judged on the User-Agent that
+speaks for its visitor: the request's for a browser key, the message's
+``context.userAgent`` for a server key (a backend's own, such as
+``analytics-python``, says nothing of the visitor). A dropped message is
+answered ``200`` like the others, counted under ``dropped_as_bot``.
+
+RudderStack's beacon path, ``/beacon/v1/batch``, is named by the ad-block
+lists (EasyPrivacy's ``/beacon/v1/batch?``). ``/v1/batch`` takes the very
+same request (the write key in the query, a ``text/plain`` body, no
+``Authorization``), so a page that sends its own beacons can use it; the
+SDK itself always appends ``/beacon/v1/batch`` to its ``dataPlaneUrl``
+(docs/segment-rudderstack.md).
 """
 
 from __future__ import annotations
@@ -25,6 +38,7 @@ import binascii
 import hashlib
 import time
 import zlib
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -34,7 +48,7 @@ from marshmallow import ValidationError
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from collector import defaults
-from collector.collect import check_origin, grant_cors, keep_refusal
+from collector.collect import check_origin, dropped_fields, grant_cors, keep_refusal
 from collector.config import Site
 from collector.enrich import (
     VISITOR_ID_PATTERN,
@@ -48,7 +62,7 @@ from collector.enrich import (
 )
 from collector.errors import BadRequest, BudgetExceeded, CollectorError, error_body
 from collector.extensions import collector_state
-from collector.intake import VisitorEvents, check_batch, check_web_event_budget, count_outcome, queue_batch, web_events_in, without_repeats
+from collector.intake import VisitorEvents, bot_sent, check_batch, check_web_event_budget, count_outcome, queue_batch, web_events_in, without_repeats
 from collector.request_body import may_hold_lone_surrogates, parse_json, read_body
 from collector.sources import rudderstack, segment
 
@@ -184,13 +198,13 @@ class _Converted:
     message_of_event: list[int]
     contexts: list[RequestContext]
     errors: dict[int, Any]
-    dropped: int
+    dropped: Counter[str]  # events not queued, by reason (privacy, bot)
 
 
 def _convert(sender: Sender, raw_messages: list[Any]) -> _Converted:
     messages, errors = segment.load_messages([rudderstack.as_segment_message(message) for message in raw_messages])
     received_at = g.received_at
-    converted = _Converted([], [], [], errors, 0)
+    converted = _Converted([], [], [], errors, Counter())
     make_context: Callable[[dict[str, Any]], RequestContext] = (
         (lambda message: _server_context(message, received_at)) if sender.is_server else _browser_context
     )
@@ -201,9 +215,12 @@ def _convert(sender: Sender, raw_messages: list[Any]) -> _Converted:
             converted.errors[index] = error.messages
             continue
         if _privacy_forbids(sender, message):
-            converted.dropped += len(events)
+            converted.dropped["privacy"] += len(events)
             continue
         context = make_context(message)
+        if bot_sent(sender.site, context.user_agent):
+            converted.dropped["bot"] += len(events)
+            continue
         for event in events:
             converted.raw_events.append(event)
             converted.message_of_event.append(index)
@@ -252,8 +269,9 @@ def take_messages(raw_messages: list[Any]) -> tuple[Response, int]:
     events, rejected_events = check_batch(site, converted.raw_events, g.get("screen_text", False))
     rejected = _rejections(raw_messages, converted, rejected_events)
     g.rejected = rejected
-    if not events and not converted.dropped:
-        count_outcome(site, 0, 0, len(rejected), 0)
+    dropped = sum(converted.dropped.values())
+    if not events and not dropped:
+        count_outcome(site, 0, 0, len(rejected))
         raise BadRequest("no message was valid", details={"rejected": rejected})
     contexts = {converted.raw_events[i]["id"]: converted.contexts[i] for i in range(len(converted.raw_events))}
     message_of = {event["id"]: converted.message_of_event[i] for i, event in enumerate(converted.raw_events)}
@@ -267,8 +285,7 @@ def take_messages(raw_messages: list[Any]) -> tuple[Response, int]:
     duplicates = len(events) - accepted
     count_outcome(site, accepted, duplicates, len(rejected), converted.dropped)
     body: dict[str, Any] = {"success": True, "accepted": accepted, "duplicates": duplicates, "rejected": rejected}
-    if converted.dropped:
-        body["dropped_for_privacy"] = converted.dropped
+    body.update(dropped_fields(converted.dropped))
     return jsonify(body), 200
 
 

@@ -14,6 +14,7 @@ import pytest
 from collector import create_app
 from collector.config import ConfigError, ConsoleSettings, parse_config
 from collector.delivery_stats import JobFigures, record_job
+from collector.drop_stats import record_dropped
 from collector.queue import decode_entry, outbox_key
 from tests.conftest import ORIGIN, OTHER_SITE, SITE, config_toml
 from tests.factories import make_delivery, make_event
@@ -386,6 +387,25 @@ def test_the_summary_api_counts_events_and_dead_letters_for_probes(console, redi
     assert {row["destination"] for row in summary["backlog"]} == {"depict", "commerce"}
     listed = console.get("/console/api/dead-letters?status=401", headers=bearer()).json
     assert listed["matching"] == 1 and listed["dead_letters"][0]["id"] == f"commerce-{OTHER_SITE}-3"
+
+
+def test_dropped_events_are_shown_by_site_and_reason(console, redis_client):
+    """The dashboard and the summary API show what was answered but never sent: bots' events, privacy drops."""
+    record_dropped(redis_client, SITE, {"bot": 3, "privacy": 1})
+    record_dropped(redis_client, OTHER_SITE, {"bot": 2})
+    page = console.get("/console/", headers=bearer()).get_data(as_text=True)
+    section = page[page.index('id="dropped"') :]
+    assert re.search(rf'data-site="{SITE}" data-reason="bot"><td>{SITE}</td><td>a known bot or headless browser</td><td class="num">3<', section)
+    assert re.search(rf'data-site="{OTHER_SITE}" data-reason="bot">.*<td class="num">2<', section)
+    summary = console.get("/console/api/summary?minutes=5", headers=bearer()).json
+    assert summary["dropped"] == {
+        "minutes": 5,
+        "by_site_and_reason": [
+            {"site": OTHER_SITE, "reason": "bot", "events": 2},
+            {"site": SITE, "reason": "bot", "events": 3},
+            {"site": SITE, "reason": "privacy", "events": 1},
+        ],
+    }
 
 
 def test_collect_does_not_read_the_console_session(console_app, redis_client):

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from collector.map.commerce import web_event_id
+from tests.chromium import VISITOR_USER_AGENT
 from tests.conftest import CollectorDev, running_collector_dev
 from tests.factories import make_event
 
@@ -39,8 +40,10 @@ def test_an_event_travels_to_both_demo_destinations_spec_valid(dev_server):
     base = dev_server.url
     event = make_event("add_to_cart", props={"product_id": "DEMO-1"})
     body = json.dumps({"site": "demo", "events": [event]})
-    answer = httpx.post(f"{base}/collect", content=body, headers={"Content-Type": "text/plain", "Origin": base})
-    assert answer.status_code == 202, answer.text
+    # a browser's User-Agent: the demo site drops bots, and httpx's own is one
+    headers = {"Content-Type": "text/plain", "Origin": base, "User-Agent": VISITOR_USER_AGENT}
+    answer = httpx.post(f"{base}/collect", content=body, headers=headers)
+    assert answer.status_code == 202 and answer.json()["accepted"] == 1, answer.text
     deadline = time.monotonic() + 15
     seen: dict[str, dict] = {}
     while time.monotonic() < deadline and len(seen) < 2:

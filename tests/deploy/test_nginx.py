@@ -293,6 +293,13 @@ def test_the_shipped_config_replaces_x_forwarded_for() -> None:
     assert "trusted_proxy_hops = 1" in text
 
 
+def test_the_shipped_config_passes_renamed_paths_on() -> None:
+    """No location names a browser-facing path: each form passes all it holds to the collector, so renaming one needs no edit."""
+    directives = "\n".join(line.split("#")[0] for line in SHIPPED_CONF.read_text().splitlines())
+    locations = sorted(re.findall(r"location\s+(=\s+)?(\S+)\s*\{", directives))
+    assert locations == [("", "/"), ("", "/_c/"), ("= ", "/_c/metrics"), ("= ", "/metrics")], locations
+
+
 @pytest.mark.parametrize("mode", MODES, ids=lambda mode: mode.name)
 def test_the_snippet_loads_over_https_and_its_page_view_reaches_depict(mode: Mode, nginx: Nginx, browser: Any, depict) -> None:
     """A shop page over HTTPS loads t.js through nginx; the page view arrives at Depict with the visitor's address."""
