@@ -275,7 +275,14 @@ def _begin(body: Any) -> dict[str, Any]:
 
 @bp.before_request
 def _note_arrival() -> None:
+    """The arrival time, and Segment's batch limit in place of ``/collect``'s 64 KiB (``MAX_CONTENT_LENGTH``).
+
+    The app-wide limit would refuse a server library's batch of 100 messages
+    (about 110 KB) when it comes with a ``Content-Length``, and not when it
+    comes chunked; here both are read up to 500 KB.
+    """
     g.received_at = time.time()
+    request.max_content_length = defaults.MAX_SOURCE_BATCH_BYTES
 
 
 @bp.post("/v1/<any(t, p, s, i, g, a, track, page, screen, identify, group, alias):path>")

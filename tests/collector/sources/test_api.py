@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import gzip
+import io
 import json
 
 import pytest
@@ -110,6 +111,49 @@ def test_a_batch_over_500_kb_is_a_400_not_a_5xx(client):
                        "writeKey": BROWSER_WRITE_KEY}).encode()  # fmt: skip
     response = send(client, "/v1/batch", body, write_key=None)
     assert response.status_code == 400 and "500 KB" in response.json["message"]
+
+
+def _backend_batch(messages: int, pad: int) -> bytes:
+    """A server library's batch: ``messages`` tracks of about ``pad`` bytes each."""
+    batch = [make_segment_message(event="Product Added", userId=f"user-{n}", properties={"product_id": f"P{n}", "pad": "x" * pad})
+             for n in range(messages)]  # fmt: skip
+    return json.dumps({"batch": batch}).encode()
+
+
+def _post_framed(client, body: bytes, framing: str):
+    """POST a server key's batch with a Content-Length, chunked (no length), or gzipped."""
+    headers = {"Authorization": basic(SERVER_WRITE_KEY), "Content-Type": "application/json"}
+    if framing == "gzip":
+        return client.post("/v1/batch", data=gzip.compress(body), headers={**headers, "Content-Encoding": "gzip"})
+    if framing == "chunked":
+        return client.post("/v1/batch", input_stream=io.BytesIO(body), headers={**headers, "Transfer-Encoding": "chunked"},
+                           environ_overrides={"wsgi.input_terminated": True})  # fmt: skip
+    return client.post("/v1/batch", data=body, headers=headers)
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked", "gzip"])
+def test_a_backends_batch_past_64_kib_is_taken_however_it_is_framed(client, redis_client, framing):
+    """segment-analytics-python's default batch (100 messages, about 110 KB) is within Segment's 500 KB, not /collect's 64 KiB."""
+    body = _backend_batch(100, 900)
+    assert 100 * 1024 < len(body) < 500 * 1024
+    response = _post_framed(client, body, framing)
+    assert response.status_code == 200, response.json
+    assert response.json["accepted"] == 100 and len(queued(redis_client, destination="commerce")) == 100
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked", "gzip"])
+def test_a_batch_past_500_kb_is_a_400_however_it_is_framed(client, redis_client, framing):
+    body = _backend_batch(30, 17_000)
+    assert len(body) > 500 * 1024
+    response = _post_framed(client, body, framing)
+    assert response.status_code == 400 and "500 KB" in response.json["message"]
+    assert not queued(redis_client, destination="commerce")
+
+
+def test_collect_keeps_its_64_kib(client):
+    """The /v1 limit is /v1's own: /collect still refuses a body past 64 KiB."""
+    response = client.post("/collect", data=b" " * (64 * 1024 + 1), headers={"Origin": ORIGIN, "Content-Type": "text/plain"})
+    assert response.status_code == 413
 
 
 def test_a_gzip_bomb_is_refused_once_it_inflates_past_500_kb(client):
