@@ -44,7 +44,7 @@ import pytest
 
 from collector.redis_server import free_port
 from tests.chromium import CHROMIUM, STUB, chromium_available, chromium_from
-from tests.conftest import ORIGIN, REPO, SITE
+from tests.conftest import ORIGIN, REPO, SERVER_WRITE_KEY, SITE
 from tests.factories import make_event
 from tests.stack import ServeStack, kill_if_alive
 from tests.stack import config_toml as stack_config_toml
@@ -283,13 +283,19 @@ def wait_for_depict_event(depict, predicate, what: str) -> tuple[ReceivedRequest
 
 
 def test_the_shipped_config_replaces_x_forwarded_for() -> None:
-    """Every proxied location sets X-Forwarded-For to nginx's own view of the client; none appends to it."""
+    """Both modes' locations set X-Forwarded-For to nginx's own view of the client; none appends to it.
+
+    The locations nested in them (``/v1/``, with its larger body limit) set
+    no header of their own, so they inherit every one of their parent's.
+    """
     text = SHIPPED_CONF.read_text()
-    directives = [line.split("#")[0].strip() for line in text.splitlines()]
-    assert "$proxy_add_x_forwarded_for" not in "\n".join(directives)
-    proxies = [line for line in directives if line.startswith("proxy_pass ")]
-    replaced = [line for line in directives if line == "proxy_set_header X-Forwarded-For $remote_addr;"]
-    assert len(proxies) == 2 and len(replaced) == len(proxies)
+    directives = "\n".join(line.split("#")[0].strip() for line in text.splitlines())
+    assert "$proxy_add_x_forwarded_for" not in directives
+    replaced = [line for line in directives.splitlines() if line == "proxy_set_header X-Forwarded-For $remote_addr;"]
+    assert len(replaced) == 2
+    nested = re.findall(r"location [^{]*\{[^{}]*\}", directives)
+    proxied = [block for block in nested if "proxy_pass" in block]
+    assert len(proxied) == 4 and not any("proxy_set_header" in block for block in proxied), proxied
     assert "trusted_proxy_hops = 1" in text
 
 
@@ -364,3 +370,24 @@ def test_plain_http_is_redirected_and_metrics_stay_private(mode: Mode, nginx: Ng
         snippet = client.get(f"https://127.0.0.1:{nginx.https_port}{mode.prefix}/t.js")
         assert snippet.status_code == 200 and snippet.headers["content-type"].startswith("application/javascript")
         assert re.fullmatch(r'"[0-9a-f]{32}(-gz)?"', snippet.headers["etag"])
+
+
+@pytest.mark.parametrize("mode", MODES, ids=lambda mode: mode.name)
+def test_a_server_librarys_default_batch_passes_nginx(mode: Mode, nginx: Nginx) -> None:
+    """segment-analytics-python's default batch (100 messages, about 110 KB) passes nginx's /v1/ limit, and the collector takes it."""
+    batch = [
+        {"type": "track", "event": "Product Added", "userId": f"user-{n}", "messageId": f"nginx-{mode.name}-{n:04d}",
+         "properties": {"product_id": f"P{n}", "description": "x" * 1000}, "context": {"ip": "203.0.113.7"}}
+        for n in range(100)
+    ]  # fmt: skip
+    body = json.dumps({"batch": batch}).encode()
+    assert len(body) > 100 * 1024
+    with httpx.Client(verify=False, timeout=10) as client:
+        answer = client.post(
+            f"https://127.0.0.1:{nginx.https_port}{mode.prefix}/v1/batch",
+            content=body,
+            auth=(SERVER_WRITE_KEY, ""),
+            headers={"Host": mode.host, "Content-Type": "application/json"},
+        )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["accepted"] == 100
