@@ -4,6 +4,19 @@ It exists only when the configuration has ``[console] token``
 (:func:`init_app`, called by ``create_app``); otherwise every ``/console/``
 URL is the collector's JSON 404.
 
+It is never served under a site's own origin. A page there (any script the
+shop runs, its tag manager's included) could otherwise read the console
+with the owner's session, which its cookie, scoped to the host and path,
+would give it: the e-mails in the tail, the CSRF token, and with that the
+dead letters' buttons. So a console URL whose host name, as the request
+names it (``Host``) or as the trusted proxies report it
+(``X-Forwarded-Host``), is the host name of any site's ``origins`` is the
+same JSON 404 (whatever the port). With ``[console] host`` set it answers
+on that host name only. The ``/_c/`` path of the shop's own host
+(``deploy/nginx``) thus serves the collector but not its console, which is
+reached on the collector's own host (``collect.``, ``127.0.0.1:8000``) or
+the console host.
+
 Two ways in, both checked against the token with :func:`hmac.compare_digest`:
 
 - ``Authorization: Bearer <token>``, for scripts and probes. A wrong bearer
@@ -41,6 +54,7 @@ import hmac
 import logging
 import secrets
 import time
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -61,8 +75,9 @@ from flask import (
 )
 from flask.sessions import SecureCookieSessionInterface
 from redis import RedisError
+from werkzeug.exceptions import NotFound
 
-from collector.config import ConsoleSettings
+from collector.config import CollectorConfig, ConsoleSettings, host_name, origin_host_names
 from collector.console import panels
 from collector.console.formatting import FILTERS
 from collector.defaults import DESTINATIONS
@@ -156,17 +171,42 @@ class ConsoleSessionInterface(SecureCookieSessionInterface):
         return "Strict"
 
 
+@dataclass(frozen=True)
+class ConsoleHosts:
+    """The host names the console answers on: ``only`` when set, and never one of ``sites``."""
+
+    only: str | None
+    sites: frozenset[str]
+
+    def allow(self, trusted: str, received: str | None) -> bool:
+        """``trusted``: the host name through the trusted proxies; ``received``: the ``Host`` header's behind them (else None)."""
+        if trusted in self.sites or received in self.sites:
+            return False
+        return self.only is None or trusted == self.only
+
+
+def console_hosts(config: CollectorConfig, settings: ConsoleSettings) -> ConsoleHosts:
+    return ConsoleHosts(settings.host, frozenset().union(*(origin_host_names(site.origins) for site in config.sites.values())))
+
+
 def init_app(app: Flask, settings: ConsoleSettings) -> None:
     """Turn the console on for ``app``: its session, its settings, its blueprint."""
     app.secret_key = session_key(settings.token)
     app.session_interface = ConsoleSessionInterface()
     app.permanent_session_lifetime = SESSION_LIFETIME
     app.extensions["collector_console"] = settings
+    app.extensions["collector_console_hosts"] = console_hosts(app.extensions["collector"].config, settings)
     app.register_blueprint(bp)
 
 
 def _settings() -> ConsoleSettings:
     return current_app.extensions["collector_console"]
+
+
+def _host_names() -> tuple[str, str | None]:
+    """The request's host name through the trusted proxies, and the one its ``Host`` header named (behind them)."""
+    received = (request.environ.get("werkzeug.proxy_fix.orig") or {}).get("HTTP_HOST")
+    return host_name(request.host), host_name(received) if received else None
 
 
 def _is_token(candidate: str) -> bool:
@@ -205,6 +245,13 @@ def _check_csrf() -> None:
     expected = session.get("csrf", "")
     if not expected or not hmac.compare_digest(sent.encode("utf-8", "surrogatepass"), expected.encode()):
         raise CsrfRefused()
+
+
+@bp.before_request
+def _never_on_a_sites_origin() -> None:
+    """The JSON 404 of a console that is not there, on a site's own host (or off ``[console] host``)."""
+    if not current_app.extensions["collector_console_hosts"].allow(*_host_names()):
+        raise NotFound()
 
 
 @bp.before_request

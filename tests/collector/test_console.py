@@ -111,6 +111,70 @@ def test_the_console_is_not_found_when_no_token_is_configured(client):
     assert client.post("/console/dead-letters/replay").status_code == 404
 
 
+CONSOLE_URLS = ("/console/", "/console/login", "/console/api/summary", "/console/api/dead-letters", "/console/static/console.css")
+
+
+def console_app_with(site_config, redis_url, hops: int = 0, host: str | None = None):
+    settings = dataclasses.replace(site_config.settings, trusted_proxy_hops=hops)
+    config = dataclasses.replace(site_config, settings=settings, console=ConsoleSettings(token=TOKEN, host=host))
+    return create_app({"COLLECTOR_CONFIG": config, "REDIS_URL": redis_url, "TESTING": True})
+
+
+def assert_not_found(answer) -> None:
+    assert answer.status_code == 404 and answer.json["error"]["code"] == 404, answer.data[:200]
+    assert "Set-Cookie" not in answer.headers
+
+
+@pytest.mark.parametrize("base_url", ["https://shop.example/", "https://SHOP.example:8443/", "http://shop.example/_c/"])
+def test_the_console_is_not_found_under_a_sites_origin(console, base_url):
+    """On the host of a site's origin (any port, any path prefix) every console URL is the JSON 404, credentials or not."""
+    for path in CONSOLE_URLS:
+        assert_not_found(console.get(path, base_url=base_url, headers=bearer()))
+        assert_not_found(console.get(path, base_url=base_url))
+    assert_not_found(console.post("/console/login", base_url=base_url, data={"token": TOKEN}))
+    assert_not_found(console.post("/console/dead-letters/purge", base_url=base_url, headers=bearer()))
+    assert console.get("/console/login", base_url="https://collect.shop.example/").status_code == 200
+
+
+def test_behind_a_trusted_proxy_the_forwarded_host_and_the_host_header_both_count(site_config, redis_url):
+    """Behind one trusted proxy: X-Forwarded-Host naming a site's host is a 404, and so is a Host header naming one."""
+    client = console_app_with(site_config, redis_url, hops=1).test_client()
+    assert_not_found(client.get("/console/", headers={**bearer(), "X-Forwarded-Host": "shop.example"}, base_url="http://127.0.0.1:8000/"))
+    assert_not_found(client.get("/console/", headers={**bearer(), "X-Forwarded-Host": "collect.shop.example"}, base_url="http://shop.example/"))
+    assert client.get("/console/", headers={**bearer(), "X-Forwarded-Host": "collect.shop.example"}).status_code == 200
+    direct = console_app_with(site_config, redis_url, hops=0).test_client()
+    assert direct.get("/console/", headers={**bearer(), "X-Forwarded-Host": "shop.example"}).status_code == 200, "no trusted hop"
+
+
+def test_with_a_console_host_the_console_answers_there_only(site_config, redis_url):
+    """``[console] host`` is the one host name the console answers on (whatever the port)."""
+    client = console_app_with(site_config, redis_url, host="console.shop.example").test_client()
+    assert client.get("/console/", headers=bearer(), base_url="https://console.shop.example:8443/").status_code == 200
+    for other in ("http://localhost/", "https://collect.shop.example/", "https://shop.example/"):
+        assert_not_found(client.get("/console/", headers=bearer(), base_url=other))
+
+
+@pytest.mark.parametrize(
+    ("host", "problem"),
+    [
+        ("shop.example", "console.host: is a host of site test_store's origins"),
+        ("SHOP.EXAMPLE", "console.host: is a host of site test_store's origins"),
+        ("https://console.example", "console.host: must be a host name"),
+        ("console.example:8443", "console.host: must be a host name"),
+        ("console.example/_c", "console.host: must be a host name"),
+    ],
+)
+def test_a_console_host_on_a_sites_origin_or_not_a_host_name_is_a_config_error(host, problem):
+    with pytest.raises(ConfigError) as error:
+        parse_config(console_toml(f'[console]\ntoken = "{TOKEN}"\nhost = "{host}"\n'), ENV)
+    assert any(line.startswith(problem) for line in error.value.problems), error.value.problems
+
+
+def test_a_console_host_is_kept_as_a_lower_case_host_name():
+    config = parse_config(console_toml(f'[console]\ntoken = "{TOKEN}"\nhost = "Console.Shop.Example"\n'), ENV)
+    assert config.console.host == "console.shop.example"
+
+
 def test_a_wrong_bearer_token_is_401_in_the_json_error_shape(console):
     """A wrong token answers 401 with the collector's error body and a Bearer challenge, and never echoes the token."""
     for path in ("/console/", "/console/api/summary"):
@@ -163,7 +227,7 @@ def test_logging_in_sets_a_strict_http_only_cookie_and_shows_the_dashboard(conso
 
 def test_behind_a_path_prefix_every_link_and_the_cookie_keep_the_prefix(console):
     """Served under /_c/ (nginx's X-Forwarded-Prefix), the redirects, the cookie's path and the forms all carry /_c."""
-    prefixed = "http://shop.example/_c/"
+    prefixed = "http://console.example/_c/"
     answer = console.get("/console/?site=test_store", base_url=prefixed)
     assert answer.headers["Location"].startswith("/_c/console/login?next=/_c/console/")
     answer = console.post("/console/login", data={"token": TOKEN, "next": "/_c/console/?site=test_store"}, base_url=prefixed)

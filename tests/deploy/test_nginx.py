@@ -17,8 +17,10 @@ collector can only know the visitor's 127.0.0.1 from ``X-Forwarded-For``.
 For both ways of serving the collector, the subdomain and the ``/_c/`` path
 of the shop's host, it proves that the snippet loads over HTTPS in headless
 Chromium and its automatic page view reaches Depict with the visitor's
-address, that a forged ``X-Forwarded-For`` does not, and that the visitor
-cookie set through nginx is Secure and HttpOnly.
+address, that a forged ``X-Forwarded-For`` does not, that the visitor
+cookie set through nginx is Secure and HttpOnly, that a server library's
+batch of 110 KB passes, and that the console answers on the subdomain but
+not under the shop's own origin.
 
 Skipped when ``nginx`` or ``chromium`` is not installed. Everything started
 here listens on 127.0.0.1 and is stopped by its PID.
@@ -57,6 +59,7 @@ NGINX_SOURCE_ADDRESS = "127.0.0.2"  # nginx's side of its connections to the col
 VISITOR = "127.0.0.1"
 FORGED = "6.6.6.6"
 START_SECONDS = 15
+CONSOLE_TOKEN = "console-token-behind-nginx-0123"
 WAIT_SECONDS = 20
 
 
@@ -205,7 +208,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, ports: tuple[int, int]) -> I
     def behind_nginx(depict_url: str, commerce_url: str) -> str:
         text = stack_config_toml(depict_url, commerce_url)
         assert text.count("[collector]\n") == 1 and f'"{ORIGIN}"' in text
-        return text.replace("[collector]\n", "[collector]\ntrusted_proxy_hops = 1\n").replace(f'"{ORIGIN}"', f'"{shop_origin}"')
+        text = text.replace("[collector]\n", "[collector]\ntrusted_proxy_hops = 1\n").replace(f'"{ORIGIN}"', f'"{shop_origin}"')
+        return text + f'\n[console]\ntoken = "{CONSOLE_TOKEN}"\n'
 
     with ServeStack(tmp_path_factory.mktemp("behind-nginx"), make_config=behind_nginx) as deployment:
         yield deployment
@@ -391,3 +395,21 @@ def test_a_server_librarys_default_batch_passes_nginx(mode: Mode, nginx: Nginx) 
         )
     assert answer.status_code == 200, answer.text
     assert answer.json()["accepted"] == 100
+
+
+def test_the_console_is_on_the_subdomain_and_not_under_the_shops_origin(nginx: Nginx) -> None:
+    """Under /_c/ of the shop's host the collector answers but its console is the collector's 404; on collect. it logs in."""
+    shop, subdomain = MODES[1], MODES[0]
+    with httpx.Client(verify=False, timeout=10) as client:
+        for path in ("/console/", "/console/login", "/console/api/summary", "/console/static/console.css"):
+            answer = client.get(f"https://127.0.0.1:{nginx.https_port}{shop.prefix}{path}", headers={"Host": shop.host})
+            assert answer.status_code == 404 and answer.json()["error"]["code"] == 404, (path, answer.text[:200])
+        login = client.post(f"https://127.0.0.1:{nginx.https_port}{shop.prefix}/console/login", data={"token": CONSOLE_TOKEN},
+                            headers={"Host": shop.host})  # fmt: skip
+        assert login.status_code == 404 and "set-cookie" not in login.headers
+        assert client.get(f"https://127.0.0.1:{nginx.https_port}{shop.prefix}/t.js", headers={"Host": shop.host}).status_code == 200
+
+        login = client.post(f"https://127.0.0.1:{nginx.https_port}/console/login", data={"token": CONSOLE_TOKEN},
+                            headers={"Host": subdomain.host})  # fmt: skip
+        assert login.status_code == 303 and login.headers["set-cookie"].startswith("collector_console=")
+        assert "Secure" in login.headers["set-cookie"] and "Path=/console" in login.headers["set-cookie"]
