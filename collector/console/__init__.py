@@ -52,6 +52,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -95,6 +96,7 @@ MAX_REFRESH_SECONDS = 3600
 API_MINUTES = 60
 BEARER, SESSION = "bearer", "session"
 _PUBLIC_ENDPOINTS = frozenset({"console.login", "console.static"})
+_PRINTABLE_URL = re.compile(r"[\x21-\x7e]+")
 _API_ENDPOINTS = frozenset({"console.api_summary", "console.api_dead_letters"})
 _SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -348,9 +350,13 @@ def _refresh_seconds() -> int:
 
 
 def _safe_next(target: str | None) -> str:
-    """Where to go after logging in: a console page of this host, never elsewhere."""
+    """Where to go after logging in: a console page of this host, never elsewhere.
+
+    Only printable ASCII without spaces passes, as in any URL sent on the
+    wire: a line break (``%0d%0a``) would split the ``Location`` header.
+    """
     home = url_for(".dashboard")
-    if not target:
+    if not target or not _PRINTABLE_URL.fullmatch(target):
         return home
     parts = urlsplit(target)
     if parts.scheme or parts.netloc or "\\" in target or not (target + "/").startswith(request.script_root + PATH + "/"):

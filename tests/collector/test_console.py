@@ -260,6 +260,15 @@ def test_login_never_redirects_off_the_console(console):
         assert answer.headers["Location"] == "/console/", target
 
 
+@pytest.mark.parametrize("target", ["/console/\r\nSet-Cookie: x=1", "/console/\u2028", "/console/?site=a b", "/console/\x00"])
+def test_a_next_with_a_line_break_or_a_space_lands_on_the_dashboard(console, target):
+    """``next=/console/%0d%0a...`` is no 500 (it would split the Location header): the login, and a logged-in GET, go home."""
+    answer = console.post("/console/login", data={"token": TOKEN, "next": target})
+    assert answer.status_code == 303 and answer.headers["Location"] == "/console/"
+    again = console.get("/console/login", query_string={"next": target})
+    assert again.status_code == 302 and again.headers["Location"] == "/console/"
+
+
 def test_logging_out_ends_the_session(console):
     """After logout (a CSRF-protected POST) the dashboard sends the browser to the login form again."""
     csrf = log_in(console)
