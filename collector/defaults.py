@@ -113,5 +113,7 @@ IPV6_RATE_LIMIT_PREFIX = 64  # one household or phone holds a whole /64
 DEFAULT_REDIS_TIMEOUT_SECONDS = 2.0  # the longest /collect waits on a stalled Redis before its 503
 RETRY_AFTER_WHEN_UNAVAILABLE_SECONDS = 5
 RETRY_AFTER_OVER_REQUEST_BUDGET_SECONDS = 60  # the same request will not fit later either: slow the sender down
+CONSOLE_LOGIN_ATTEMPTS = "10 per minute"  # console login form posts per client address, right token or wrong
+REFUSAL_LOG_LINES_PER_MINUTE = 60  # per process; the refusals past it are counted in the next line
 
 DEFAULT_PORT = 8000

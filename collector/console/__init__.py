@@ -31,7 +31,10 @@ Two ways in, both checked against the token with :func:`hmac.compare_digest`:
   logs everybody out.
 
 A browser without a session is sent to the login form; a script without a
-bearer token gets the 401.
+bearer token gets the 401. The login form takes at most
+:data:`~collector.defaults.CONSOLE_LOGIN_ATTEMPTS` posts per address (then
+429 with ``Retry-After``), and every console URL counts against the
+per-address ``rate_limit`` as ``/collect`` does (``extensions.py``).
 
 Every form that changes something (replay, purge, logout) is a POST that
 carries the session's CSRF token, checked with :func:`hmac.compare_digest`;
@@ -75,15 +78,16 @@ from flask import (
     url_for,
 )
 from flask.sessions import SecureCookieSessionInterface
+from flask_limiter import RateLimitExceeded
 from redis import RedisError
 from werkzeug.exceptions import NotFound
 
 from collector.config import CollectorConfig, ConsoleSettings, host_name, origin_host_names
 from collector.console import panels
 from collector.console.formatting import FILTERS
-from collector.defaults import DESTINATIONS
-from collector.errors import BadRequest, CollectorError, error_body
-from collector.extensions import collector_state
+from collector.defaults import CONSOLE_LOGIN_ATTEMPTS, DESTINATIONS
+from collector.errors import BadRequest, CollectorError, error_body, error_response, rate_limit_refusal
+from collector.extensions import collector_state, limit_for_this_process, limiter
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +101,7 @@ API_MINUTES = 60
 BEARER, SESSION = "bearer", "session"
 _PUBLIC_ENDPOINTS = frozenset({"console.login", "console.static"})
 _PRINTABLE_URL = re.compile(r"[\x21-\x7e]+")
+LOGIN_LIMITED = f"too many login attempts from this address (at most {CONSOLE_LOGIN_ATTEMPTS}); retry after Retry-After seconds"
 _API_ENDPOINTS = frozenset({"console.api_summary", "console.api_dead_letters"})
 _SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -197,7 +202,11 @@ def init_app(app: Flask, settings: ConsoleSettings) -> None:
     app.session_interface = ConsoleSessionInterface()
     app.permanent_session_lifetime = SESSION_LIFETIME
     app.extensions["collector_console"] = settings
-    app.extensions["collector_console_hosts"] = console_hosts(app.extensions["collector"].config, settings)
+    config = app.extensions["collector"].config
+    app.extensions["collector_console_hosts"] = console_hosts(config, settings)
+    app.extensions["collector_console_logins"] = limit_for_this_process(
+        config.settings, int(app.config["COLLECTOR_PROCESSES"]), CONSOLE_LOGIN_ATTEMPTS
+    )
     app.register_blueprint(bp)
 
 
@@ -277,6 +286,13 @@ def _console_headers(response: Response) -> Response:
         response.headers["Cache-Control"] = "no-store"
         response.vary.update(("Cookie", "Authorization"))
     return response
+
+
+@bp.errorhandler(RateLimitExceeded)
+def _rate_limited(_: RateLimitExceeded) -> tuple[Response, int, dict[str, str]]:
+    """Over the per-address limit of the console's pages, or of login attempts (a stricter one)."""
+    logging_in = request.endpoint == "console.login" and request.method == "POST"
+    return error_response(rate_limit_refusal(LOGIN_LIMITED if logging_in else None))
 
 
 @bp.errorhandler(RedisError)
@@ -364,7 +380,13 @@ def _safe_next(target: str | None) -> str:
     return target
 
 
+def _login_attempts() -> str:
+    """What this process allows of :data:`~collector.defaults.CONSOLE_LOGIN_ATTEMPTS` per address."""
+    return current_app.extensions["collector_console_logins"]
+
+
 @bp.route("/login", methods=["GET", "POST"])
+@limiter.limit(_login_attempts, methods=["POST"])
 def login() -> Any:
     """The login form; the token it takes is checked, never shown again, never logged."""
     target = _safe_next(request.values.get("next"))

@@ -114,8 +114,8 @@ def test_the_console_is_not_found_when_no_token_is_configured(client):
 CONSOLE_URLS = ("/console/", "/console/login", "/console/api/summary", "/console/api/dead-letters", "/console/static/console.css")
 
 
-def console_app_with(site_config, redis_url, hops: int = 0, host: str | None = None):
-    settings = dataclasses.replace(site_config.settings, trusted_proxy_hops=hops)
+def console_app_with(site_config, redis_url, hops: int = 0, host: str | None = None, rate_limit: str = "100000 per minute"):
+    settings = dataclasses.replace(site_config.settings, trusted_proxy_hops=hops, rate_limit=rate_limit)
     config = dataclasses.replace(site_config, settings=settings, console=ConsoleSettings(token=TOKEN, host=host))
     return create_app({"COLLECTOR_CONFIG": config, "REDIS_URL": redis_url, "TESTING": True})
 
@@ -267,6 +267,24 @@ def test_a_next_with_a_line_break_or_a_space_lands_on_the_dashboard(console, tar
     assert answer.status_code == 303 and answer.headers["Location"] == "/console/"
     again = console.get("/console/login", query_string={"next": target})
     assert again.status_code == 302 and again.headers["Location"] == "/console/"
+
+
+def test_login_attempts_are_limited_per_address_right_token_or_wrong(console):
+    """Ten login posts a minute from one address, then 429 with Retry-After, however the token was guessed."""
+    statuses = [console.post("/console/login", data={"token": f"guess-{n:02d}-of-the-token"}).status_code for n in range(10)]
+    assert statuses == [200] * 10
+    refused = console.post("/console/login", data={"token": TOKEN})
+    assert refused.status_code == 429 and "login attempts" in refused.json["error"]["message"] and refused.headers["Retry-After"]
+    assert "Set-Cookie" not in refused.headers
+    assert console.post("/console/login", data={"token": TOKEN}, environ_base={"REMOTE_ADDR": "192.0.2.9"}).status_code == 303
+
+
+def test_the_consoles_pages_and_api_are_rate_limited_like_collect(site_config, redis_url):
+    client = console_app_with(site_config, redis_url, rate_limit="3 per minute").test_client()
+    for path in ("/console/api/summary", "/console/api/dead-letters", "/console/", "/console/login"):
+        statuses = [client.get(path, headers=bearer()).status_code for _ in range(4)]
+        assert statuses[-1] == 429 and 429 not in statuses[:3], (path, statuses)
+    assert client.get("/console/static/console.css").status_code == 200
 
 
 def test_logging_out_ends_the_session(console):
