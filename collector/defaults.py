@@ -83,6 +83,12 @@ MAX_SOURCE_BATCH_BYTES = 500 * 1024  # Segment's HTTP API: 500 KB per batch
 MAX_SOURCE_MESSAGE_BYTES = 32 * 1024  # and 32 KB per message
 MAX_ORDER_PRODUCTS = 100  # products of one Order Completed; each is one Depict purchase
 
+# What the console masks in what it shows (the live tail's page URLs and props, the refusals' reasons),
+# besides the personal fields of a Commerce Account: e-mail addresses anywhere (also as %40), and the values
+# of query and fragment parameters whose names look secret or personal (reset?email=...&token=...).
+EMAIL_PATTERN = r"[A-Za-z0-9._%+-]+(?:@|%40)[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"
+SECRET_PARAMETER_PATTERN = r"token|secret|passw|pwd|pass$|auth|key|session|sid$|sig|code|otp|nonce|jwt|mail|phone|ssn|credential"
+
 # Every Redis key of the collector starts with this.
 REDIS_KEY_PREFIX = "collector:"
 

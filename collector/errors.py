@@ -10,6 +10,9 @@ logged as one warning with its reason, never the body, through
 :class:`RefusalLog`: at most :data:`~collector.defaults.REFUSAL_LOG_LINES_PER_MINUTE`
 lines a minute per process, so that a flood of bad requests cannot flood
 the logs; the refusals past it are counted and the next line says how many.
+A reason can quote what the client sent (an unknown site's name): e-mail
+addresses and secret-looking URL parameters in it are masked as the
+console masks them (``masking.py``).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from flask_limiter import RateLimitExceeded
 from werkzeug.exceptions import HTTPException
 
 from collector import defaults
+from collector.masking import masked_text
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +120,7 @@ class RefusalLog:
         unlogged = self._take()
         if unlogged is None:
             return
-        line, args = "%s %s refused with %d: %s", [request.method, path or request.path, code, message]
+        line, args = "%s %s refused with %d: %s", [request.method, masked_text(path or request.path), code, masked_text(message)]
         if key:
             line, args = line + " (write key: %s)", [*args, key]
         if unlogged:

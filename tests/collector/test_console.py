@@ -456,6 +456,24 @@ def test_the_live_tail_shows_accepted_events_masked_and_refusals_with_reasons(co
     assert "unknown site" in refusals and ">400<" in refusals
 
 
+RESET_URL = f"https://shop.example/reset?email={PERSON}&token=s3cr3t-reset-token&lang=en#access_token=s3cr3t-fragment"
+
+
+def test_the_console_masks_emails_and_secret_url_parameters(console, redis_client, caplog):
+    """Page URLs, props, refusal reasons and vendors' answers show no e-mail address and no token, by default; the rest stays."""
+    event = make_event("page_view", url=RESET_URL, props={"page_url": RESET_URL, "entity_identifiers": {"by": f"mailto:{PERSON}"}})
+    assert console.post("/collect", data=json.dumps({"site": SITE, "events": [event]}), headers={"Origin": ORIGIN}).status_code == 202
+    console.post("/collect", data=json.dumps({"site": PERSON, "events": [make_event()]}), headers={"Origin": ORIGIN})
+    DeadLetters(redis_client).add([Attempt(make_delivery(SITE, "commerce", 7), Outcome.DEAD, status=400, answer=f'{{"email": "{PERSON}"}}')], 1)
+    html = console.get("/console/", headers=bearer()).get_data(as_text=True)
+    api = console.get("/console/api/dead-letters", headers=bearer()).get_data(as_text=True)
+    for shown in (html, api):
+        assert PERSON not in shown and "jane.doe%40example.com" not in shown and "s3cr3t" not in shown
+    assert "reset?email=***&amp;token=***&amp;lang=en#access_token=***" in html
+    assert "mailto:***" in html and "unknown site &#39;***&#39;" in html
+    assert "refused with 400: unknown site '***'" in caplog.text and PERSON not in caplog.text
+
+
 def test_what_the_panels_show_is_escaped(console, redis_client):
     """Text that came from the outside (a refusal's reason, a vendor's answer) is shown as text, never as markup."""
     from collector.live_tail import record_refusal
