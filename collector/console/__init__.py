@@ -28,7 +28,9 @@ Two ways in, both checked against the token with :func:`hmac.compare_digest`:
   from the login (an open tab that refreshes itself does not extend it).
   The signing key is derived from the token (:func:`session_key`), so every
   gunicorn process agrees without another setting, and changing the token
-  logs everybody out.
+  logs everybody out. The session is also kept in Redis (a digest of its
+  random id, expiring with it), and logging out deletes it there: a copy
+  of the cookie is worth nothing after the logout.
 
 A browser without a session is sent to the login form; a script without a
 bearer token gets the 401. The login form takes at most
@@ -85,7 +87,7 @@ from werkzeug.exceptions import NotFound
 from collector.config import CollectorConfig, ConsoleSettings, host_name, origin_host_names
 from collector.console import panels
 from collector.console.formatting import FILTERS
-from collector.defaults import CONSOLE_LOGIN_ATTEMPTS, DESTINATIONS
+from collector.defaults import CONSOLE_LOGIN_ATTEMPTS, DESTINATIONS, REDIS_KEY_PREFIX
 from collector.errors import BadRequest, CollectorError, error_body, error_response, rate_limit_refusal
 from collector.extensions import collector_state, limit_for_this_process, limiter
 
@@ -95,6 +97,7 @@ PATH = "/console"
 SESSION_COOKIE = "collector_console"
 SESSION_LIFETIME = timedelta(hours=12)
 SESSION_KEY_LABEL = b"collector console session signing key v1"
+SESSION_KEY_PREFIX = REDIS_KEY_PREFIX + "console:session:"
 REFRESH_SECONDS = 15  # the live panels' default; ``?refresh=N`` chooses (0: off)
 MAX_REFRESH_SECONDS = 3600
 API_MINUTES = 60
@@ -240,14 +243,21 @@ def _authenticate() -> str | None:
     return SESSION if _logged_in() else None
 
 
+def _session_key(session_id: str) -> str:
+    """Where Redis keeps a live session: a digest of its id, so that Redis holds nothing a cookie could be made from."""
+    return SESSION_KEY_PREFIX + hashlib.sha256(session_id.encode()).hexdigest()
+
+
 def _logged_in() -> bool:
-    """A session from the login form, younger than :data:`SESSION_LIFETIME` however often it was used since."""
-    since = session.get("since")
+    """A session from the login form, younger than :data:`SESSION_LIFETIME` however often it was used since, not logged out."""
+    since, session_id = session.get("since"), session.get("id")
     return (
         session.get("console") is True
         and bool(session.get("csrf"))
         and isinstance(since, (int, float))
         and 0 <= time.time() - since < SESSION_LIFETIME.total_seconds()
+        and isinstance(session_id, str)
+        and bool(collector_state().redis.exists(_session_key(session_id)))
     )
 
 
@@ -402,12 +412,17 @@ def login() -> Any:
     session["console"] = True
     session["csrf"] = secrets.token_urlsafe(32)
     session["since"] = time.time()
+    session["id"] = secrets.token_urlsafe(32)
+    collector_state().redis.set(_session_key(session["id"]), 1, ex=int(SESSION_LIFETIME.total_seconds()))
     log.info("console: logged in from %s", request.remote_addr)
     return redirect(target, 303)
 
 
 @bp.post("/logout")
 def logout() -> Response:
+    session_id = session.get("id")
+    if isinstance(session_id, str):
+        collector_state().redis.delete(_session_key(session_id))
     session.clear()
     return redirect(url_for(".login"), 303)
 

@@ -295,6 +295,19 @@ def test_logging_out_ends_the_session(console):
     assert console.get("/console/").status_code == 302
 
 
+def test_after_logout_a_copy_of_the_cookie_opens_nothing(console_app):
+    """Logout ends the session on the server: a cookie copied before it (another tab, a thief) no longer reads the console."""
+    client = console_app.test_client()
+    csrf = log_in(client)
+    copied = client.get_cookie("collector_console", path="/console").value
+    thief = console_app.test_client()
+    thief.set_cookie("collector_console", copied, path="/console")
+    assert thief.get("/console/").status_code == 200
+    assert client.post("/console/logout", data={"csrf": csrf}).status_code == 303
+    assert thief.get("/console/").status_code == 302 and thief.get("/console/api/summary").status_code == 401
+    assert thief.post("/console/dead-letters/purge", data={"csrf": csrf}).status_code == 401
+
+
 def test_a_session_ends_twelve_hours_after_the_login_however_much_it_is_used(console):
     """A session whose login is older than 12 hours no longer opens the dashboard, though its cookie is still signed."""
     log_in(console)
