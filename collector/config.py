@@ -31,6 +31,19 @@ HOST_NAME_PATTERN = r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Z
 _ENV_REFERENCE = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
+def host_name(authority: str) -> str:
+    """The host name of ``host[:port]``, lower case: ``shop.example`` of ``Shop.example:8443``, ``::1`` of ``[::1]:80``."""
+    try:
+        return urlsplit("//" + authority).hostname or ""
+    except ValueError:  # an unbalanced "[": not a host anyone serves
+        return authority.lower()
+
+
+def origin_host_names(origins: Any) -> frozenset[str]:
+    """The host names of ``scheme://host[:port]`` origins."""
+    return frozenset(host_name(urlsplit(origin).netloc) for origin in origins)
+
+
 class ConfigError(Exception):
     """The configuration file cannot be used; ``problems`` lists every reason."""
 
@@ -337,20 +350,6 @@ class ConfigSchema(Schema):
     )
 
     @validates_schema(skip_on_field_errors=True)
-    def _write_keys_unique(self, data: dict[str, Any], **_: Any) -> None:
-        """A write key selects one site: the same key twice would send a shop's events to the wrong one."""
-        owners: dict[str, str] = {}
-        for site_name, site in data.get("sites", {}).items():
-            sources = site.get("sources")
-            for key in (*sources.write_keys, *sources.server_write_keys) if sources else ():
-                if key in owners:
-                    raise ValidationError(
-                        f"a write key is listed twice (in {owners[key]} and {site_name}): each must select one site",
-                        "sites",
-                    )
-                owners[key] = site_name
-
-    @validates_schema(skip_on_field_errors=True)
     def _console_not_on_a_site(self, data: dict[str, Any], **_: Any) -> None:
         """A page of a site's origin could read and drive a console served on that origin's host."""
         console = data.get("console")
@@ -363,18 +362,19 @@ class ConfigSchema(Schema):
                     "console",
                 )
 
-
-def host_name(authority: str) -> str:
-    """The host name of ``host[:port]``, lower case: ``shop.example`` of ``Shop.example:8443``, ``::1`` of ``[::1]:80``."""
-    try:
-        return urlsplit("//" + authority).hostname or ""
-    except ValueError:  # an unbalanced "[": not a host anyone serves
-        return authority.lower()
-
-
-def origin_host_names(origins: Any) -> frozenset[str]:
-    """The host names of ``scheme://host[:port]`` origins."""
-    return frozenset(host_name(urlsplit(origin).netloc) for origin in origins)
+    @validates_schema(skip_on_field_errors=True)
+    def _write_keys_unique(self, data: dict[str, Any], **_: Any) -> None:
+        """A write key selects one site: the same key twice would send a shop's events to the wrong one."""
+        owners: dict[str, str] = {}
+        for site_name, site in data.get("sites", {}).items():
+            sources = site.get("sources")
+            for key in (*sources.write_keys, *sources.server_write_keys) if sources else ():
+                if key in owners:
+                    raise ValidationError(
+                        f"a write key is listed twice (in {owners[key]} and {site_name}): each must select one site",
+                        "sites",
+                    )
+                owners[key] = site_name
 
 
 def interpolate_env(node: Any, environ: Mapping[str, str], path: str = "") -> tuple[Any, list[str]]:
