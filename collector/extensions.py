@@ -37,7 +37,8 @@ The limit is given as the app's default limit, with every other endpoint
 filtered out, rather than with ``@limiter.limit`` on the view: flask-limiter
 evaluates a decorated view's limits twice per request (in its
 ``before_request`` hook and in the decorator), which cost 0.15 ms of a
-/collect request.
+/collect request. Only the console's login form, where that does not
+matter, has a decorated limit (for its posts, in place of the default).
 """
 
 from __future__ import annotations
