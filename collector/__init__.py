@@ -79,11 +79,9 @@ def _bind_extensions(app: Flask, site_config: CollectorConfig) -> None:
 
 
 def _process_rate_limit(app: Flask, settings: CollectorSettings) -> str:
-    from collector.extensions import process_share
+    from collector.extensions import limit_for_this_process
 
-    if settings.rate_limit_storage == "redis":
-        return settings.rate_limit
-    return process_share(settings.rate_limit, max(1, int(app.config["COLLECTOR_PROCESSES"])))
+    return limit_for_this_process(settings, int(app.config["COLLECTOR_PROCESSES"]), settings.rate_limit)
 
 
 def _register_blueprints(app: Flask) -> None:

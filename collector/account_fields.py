@@ -50,6 +50,7 @@ ACCOUNT_FIELD_PATHS: tuple[str, ...] = tuple(sorted(set(_paths(AccountSchema))))
 """Every field of Commerce's Account and what it nests, as ``account_fields`` names them."""
 
 assert DEFAULT_ACCOUNT_FIELDS <= set(ACCOUNT_FIELD_PATHS)
+_KNOWN_PATHS = frozenset(ACCOUNT_FIELD_PATHS)
 
 
 def _covers(allowed: frozenset[str], path: str) -> bool:
@@ -74,7 +75,7 @@ def _refused(value: Any, allowed: frozenset[str], prefix: str) -> Any:
     errors: dict[str, Any] = {}
     for key, item in value.items():
         path = prefix + key
-        if _covers(allowed, path):
+        if _covers(allowed, path) or path not in _KNOWN_PATHS:  # a field the spec does not have: the schema refuses it
             continue
         found = _refused(item, allowed, path + ".") if _has_allowed_below(allowed, path) else [NOT_ALLOWED.format(path=path)]
         if found:

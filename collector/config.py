@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 
@@ -27,7 +28,22 @@ from collector.paths import CollectorPaths, clash_problem, path_problem, snippet
 SITE_NAME_PATTERN = rf"^[A-Za-z0-9_-]{{1,{defaults.MAX_SITE_NAME_LENGTH}}}$"
 MIN_CONSOLE_TOKEN_CHARS = 16
 DEFAULT_CONSOLE_HOURS = 3.0
+# A host name (or IPv4 address), or an IPv6 address in brackets; no scheme, port or path.
+HOST_NAME_PATTERN = r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]{2,45}\])$"
 _ENV_REFERENCE = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def host_name(authority: str) -> str:
+    """The host name of ``host[:port]``, lower case: ``shop.example`` of ``Shop.example:8443``, ``::1`` of ``[::1]:80``."""
+    try:
+        return urlsplit("//" + authority).hostname or ""
+    except ValueError:  # an unbalanced "[": not a host anyone serves
+        return authority.lower()
+
+
+def origin_host_names(origins: Any) -> frozenset[str]:
+    """The host names of ``scheme://host[:port]`` origins."""
+    return frozenset(host_name(urlsplit(origin).netloc) for origin in origins)
 
 
 class ConfigError(Exception):
@@ -135,6 +151,7 @@ class ConsoleSettings:
 
     token: str = field(repr=False)
     hours: float = DEFAULT_CONSOLE_HOURS  # of the events-per-minute chart
+    host: str | None = None  # the one host name it answers on; None: any that no site lists in its origins
 
 
 @dataclass(frozen=True)
@@ -363,9 +380,14 @@ class ConsoleSchema(Schema):
         ],
     )
     hours = fields.Float(validate=validate.Range(min=0.25, max=MINUTES_KEPT / 60))
+    host = fields.String(
+        validate=validate.Regexp(HOST_NAME_PATTERN, error="must be a host name such as console.my-store.example, without scheme, port or path")
+    )
 
     @post_load
     def _make(self, data: dict[str, Any], **_: Any) -> ConsoleSettings:
+        if "host" in data:
+            data["host"] = host_name(data["host"])
         return ConsoleSettings(**data)
 
 
@@ -378,6 +400,19 @@ class ConfigSchema(Schema):
         required=True,
         validate=validate.Length(min=1, error="define at least one site"),
     )
+
+    @validates_schema(skip_on_field_errors=True)
+    def _console_not_on_a_site(self, data: dict[str, Any], **_: Any) -> None:
+        """A page of a site's origin could read and drive a console served on that origin's host."""
+        console = data.get("console")
+        if console is None or console.host is None:
+            return
+        for site_name, site in data.get("sites", {}).items():
+            if console.host in origin_host_names(site.get("origins", ())):
+                raise ValidationError(
+                    {"host": [f"is a host of site {site_name}'s origins; the console is never served under a site's own origin"]},
+                    "console",
+                )
 
     @validates_schema(skip_on_field_errors=True)
     def _write_keys_unique(self, data: dict[str, Any], **_: Any) -> None:

@@ -84,6 +84,12 @@ MAX_SOURCE_BATCH_BYTES = 500 * 1024  # Segment's HTTP API: 500 KB per batch
 MAX_SOURCE_MESSAGE_BYTES = 32 * 1024  # and 32 KB per message
 MAX_ORDER_PRODUCTS = 100  # products of one Order Completed; each is one Depict purchase
 
+# What the console masks in what it shows (the live tail's page URLs and props, the refusals' reasons),
+# besides the personal fields of a Commerce Account: e-mail addresses anywhere (also as %40), and the values
+# of query and fragment parameters whose names look secret or personal (reset?email=...&token=...).
+EMAIL_PATTERN = r"[A-Za-z0-9._%+-]+(?:@|%40)[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"
+SECRET_PARAMETER_PATTERN = r"token|secret|passw|pwd|pass$|auth|key|session|sid$|sig|code|otp|nonce|jwt|mail|phone|ssn|credential"
+
 # Every Redis key of the collector starts with this.
 REDIS_KEY_PREFIX = "collector:"
 
@@ -114,6 +120,8 @@ IPV6_RATE_LIMIT_PREFIX = 64  # one household or phone holds a whole /64
 DEFAULT_REDIS_TIMEOUT_SECONDS = 2.0  # the longest /collect waits on a stalled Redis before its 503
 RETRY_AFTER_WHEN_UNAVAILABLE_SECONDS = 5
 RETRY_AFTER_OVER_REQUEST_BUDGET_SECONDS = 60  # the same request will not fit later either: slow the sender down
+CONSOLE_LOGIN_ATTEMPTS = "10 per minute"  # console login form posts per client address, right token or wrong
+REFUSAL_LOG_LINES_PER_MINUTE = 60  # per process; the refusals past it are counted in the next line
 
 # Bots (collector/bots.py): a site drops their events ("drop") or forwards them ("keep").
 BOT_POLICIES: tuple[str, ...] = ("drop", "keep")

@@ -4,17 +4,31 @@
 snippet, a site owner's curl and the tests all read the same keys. Raise a
 :class:`CollectorError` subclass from a view; anything Werkzeug raises
 (404, 405, 413, 429 from the rate limiter) is given the same shape.
+
+Every refusal (a 4xx the collector chose, not a 404 or 405 of routing) is
+logged as one warning with its reason, never the body, through
+:class:`RefusalLog`: at most :data:`~collector.defaults.REFUSAL_LOG_LINES_PER_MINUTE`
+lines a minute per process, so that a flood of bad requests cannot flood
+the logs; the refusals past it are counted and the next line says how many.
+A reason can quote what the client sent (an unknown site's name): e-mail
+addresses and secret-looking URL parameters in it are masked as the
+console masks them (``masking.py``).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
-from flask import Flask, Response, jsonify, request
+from flask import Flask, Response, current_app, jsonify, request
 from flask_limiter import RateLimitExceeded
 from werkzeug.exceptions import HTTPException
 
+from collector import defaults
+from collector.masking import masked_text
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +84,50 @@ class QueueUnavailable(CollectorError):
     message = "events could not be queued, retry later"
 
 
+class RateLimited(CollectorError):
+    """Over a per-address rate limit (flask-limiter's ``RateLimitExceeded``, in our shape)."""
+
+    code = 429
+
+
+class RefusalLog:
+    """Refusal lines, at most ``per_minute`` a minute (a token bucket that holds a minute's worth)."""
+
+    def __init__(self, per_minute: int = defaults.REFUSAL_LOG_LINES_PER_MINUTE, clock: Callable[[], float] = time.monotonic):
+        self._per_second = per_minute / 60
+        self._capacity = float(per_minute)
+        self._tokens = float(per_minute)
+        self._clock = clock
+        self._at = clock()
+        self._unlogged = 0
+        self._lock = threading.Lock()
+
+    def _take(self) -> int | None:
+        """None when over the budget; else how many refusals went unlogged before this one."""
+        with self._lock:
+            now = self._clock()
+            self._tokens = min(self._capacity, self._tokens + (now - self._at) * self._per_second)
+            self._at = now
+            if self._tokens < 1:
+                self._unlogged += 1
+                return None
+            self._tokens -= 1
+            unlogged, self._unlogged = self._unlogged, 0
+            return unlogged
+
+    def refused(self, code: int, message: str, key: str | None = None, path: str | None = None) -> None:
+        """``METHOD /path refused with CODE: reason``, and the write key's name where there is one (never the key)."""
+        unlogged = self._take()
+        if unlogged is None:
+            return
+        line, args = "%s %s refused with %d: %s", [request.method, masked_text(path or request.path), code, masked_text(message)]
+        if key:
+            line, args = line + " (write key: %s)", [*args, key]
+        if unlogged:
+            line, args = line + " [and %d refusals before it, not logged]", [*args, unlogged]
+        log.warning(line, *args)
+
+
 def error_body(code: int, message: str, details: Any = None) -> dict[str, Any]:
     error: dict[str, Any] = {"code": code, "message": message}
     if details is not None:
@@ -77,34 +135,44 @@ def error_body(code: int, message: str, details: Any = None) -> dict[str, Any]:
     return {"error": error}
 
 
-def _log_refusal(code: int, message: str) -> None:
-    """One line per refused request: the reason, never the body (it may hold personal data)."""
-    log.warning("%s %s refused with %d: %s", request.method, request.path, code, message)
+def log_refusal(code: int, message: str, key: str | None = None, path: str | None = None) -> None:
+    """One line per refused request (within the app's :class:`RefusalLog`): the reason, never the body.
+
+    ``key``: the name of the write key; ``path``: the request's path when it must not be logged as it is.
+    """
+    current_app.extensions["collector_refusals"].refused(code, message, key, path)
 
 
-def _collector_error(error: CollectorError) -> tuple[Response, int, dict[str, str]]:
+def error_response(error: CollectorError) -> tuple[Response, int, dict[str, str]]:
+    """The error's answer in the collector's shape; a refusal (a 4xx) is logged."""
     if error.code < 500:
-        _log_refusal(error.code, error.message)
+        log_refusal(error.code, error.message)
     return jsonify(error_body(error.code, error.message, error.details)), error.code, error.headers
 
 
 def _http_error(error: HTTPException) -> tuple[Response, int, dict[str, str]]:
     code = error.code or 500
     if code == 413:
-        _log_refusal(code, error.description or error.name)
+        log_refusal(code, error.description or error.name)
     headers = {key: value for key, value in error.get_headers() if key.lower() == "retry-after"}
     return jsonify(error_body(code, error.description or error.name)), code, headers
 
 
-def _rate_limited(error: RateLimitExceeded) -> tuple[Response, int, dict[str, str]]:
+def rate_limit_refusal(message: str | None = None) -> RateLimited:
+    """The 429 of the per-address rate limit, with ``Retry-After`` the end of the breached window."""
     from collector.extensions import collector_state, seconds_until_allowed
 
     limit = collector_state().config.settings.rate_limit
-    message = f"too many requests from this address (more than {limit}); retry after Retry-After seconds"
-    return jsonify(error_body(429, message)), 429, {"Retry-After": str(seconds_until_allowed())}
+    message = message or f"too many requests from this address (more than {limit}); retry after Retry-After seconds"
+    return RateLimited(message, headers={"Retry-After": str(seconds_until_allowed())})
+
+
+def _rate_limited(_: RateLimitExceeded) -> tuple[Response, int, dict[str, str]]:
+    return error_response(rate_limit_refusal())
 
 
 def register_error_handlers(app: Flask) -> None:
-    app.register_error_handler(CollectorError, _collector_error)
+    app.extensions["collector_refusals"] = RefusalLog()
+    app.register_error_handler(CollectorError, error_response)
     app.register_error_handler(RateLimitExceeded, _rate_limited)
     app.register_error_handler(HTTPException, _http_error)

@@ -4,9 +4,13 @@ The rate limiter keys on ``request.remote_addr``, which ``ProxyFix`` has
 already resolved through the trusted proxy hops; an IPv6 client is keyed by
 its /64, since one household or phone holds a whole /64 and could otherwise
 take a new address per request. The limit (``rate_limit`` in the config)
-applies to the ingestion endpoints only (``/collect`` and the
-Segment/RudderStack ``/v1/...`` posts): every other endpoint is filtered out
-before the limiter looks at its storage, so ``/healthz`` never waits.
+applies, each with its own count, to what strangers can reach and make the
+collector work for: ``/collect``, the Segment/RudderStack ``/v1/...`` posts,
+the settings document and source config their SDKs load, and the console's
+pages, API and login form (whose posts have a stricter limit of their own,
+:data:`~collector.defaults.CONSOLE_LOGIN_ATTEMPTS`). Every other endpoint
+is filtered out before the limiter looks at its storage, so ``/healthz``
+never waits.
 
 Where it counts (``rate_limit_storage``):
 
@@ -33,7 +37,8 @@ The limit is given as the app's default limit, with every other endpoint
 filtered out, rather than with ``@limiter.limit`` on the view: flask-limiter
 evaluates a decorated view's limits twice per request (in its
 ``before_request`` hook and in the decorator), which cost 0.15 ms of a
-/collect request.
+/collect request. Only the console's login form, where that does not
+matter, has a decorated limit (for its posts, in place of the default).
 """
 
 from __future__ import annotations
@@ -67,11 +72,33 @@ def process_share(rate_limit: str, processes: int) -> str:
     return "; ".join(f"{max(1, item.amount // processes)} per {item.multiples} {item.GRANULARITY.name}" for item in items)
 
 
-_RATE_LIMITED_ENDPOINTS = frozenset({"collect.collect", "sources.single", "sources.batch"})
+_RATE_LIMITED_ENDPOINTS = frozenset(
+    {
+        "collect.collect",
+        "sources.single",
+        "sources.batch",
+        "sources.segment_settings",
+        "sources.rudderstack_source_config",
+        "console.login",
+        "console.logout",
+        "console.dashboard",
+        "console.replay",
+        "console.purge",
+        "console.api_summary",
+        "console.api_dead_letters",
+    }
+)
 
 
-def _not_ingestion() -> bool:
+def _not_limited() -> bool:
     return request.endpoint not in _RATE_LIMITED_ENDPOINTS
+
+
+def limit_for_this_process(settings: CollectorSettings, processes: int, limit: str) -> str:
+    """What this process allows of ``limit``: all of it when counted in Redis, else its share among ``processes``."""
+    if settings.rate_limit_storage == "redis":
+        return limit
+    return process_share(limit, max(1, processes))
 
 
 def client_address_key() -> str:
@@ -86,7 +113,7 @@ limiter = Limiter(
     swallow_errors=True,
     strategy="fixed-window",
 )
-limiter.request_filter(_not_ingestion)
+limiter.request_filter(_not_limited)
 
 
 @dataclass(frozen=True)

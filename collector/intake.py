@@ -4,8 +4,11 @@
 clients, ``collector/sources/``) each turn what they receive into the
 inbound events of ``inbound.py``; from there the path is one:
 
-1. :func:`check_batch`: the inbound schema, and the site's Commerce Account
-   allowlist; bad events are refused by index, the good ones kept;
+1. :func:`check_batch`: the site's Commerce Account allowlist, then the
+   inbound schema; bad events are refused by index, the good ones kept. The
+   allowlist comes first: an Account with a field the site does not accept
+   is refused for that, and never asked for the other personal fields the
+   schema requires of a whole consumer or lead;
 2. the caller drops what the visitor's privacy choice forbids, and what a
    bot sent where the site drops bots (:func:`bot_sent`; it knows the
    protocol, and so which User-Agent speaks for the visitor);
@@ -41,6 +44,7 @@ from collector.errors import BudgetExceeded, QueueUnavailable
 from collector.event_check import check_events
 from collector.extensions import collector_state
 from collector.live_tail import tail_entry
+from collector.request_body import lone_surrogate_errors
 from collector.queue import Budget, Delivery, OverBudget, minute_budget
 from collector.routing import build_deliveries, routes_to_commerce
 
@@ -59,21 +63,25 @@ class VisitorEvents:
     events: list[dict[str, Any]]
 
 
-def _without_refused_accounts(
-    site: Site, events: list[dict[str, Any]], indices: list[int]
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Drop the events whose Commerce Account holds fields the site does not accept from a browser."""
+def _refused_accounts(site: Site, raw_events: list[Any], screen_text: bool) -> dict[int, dict[str, Any]]:
+    """By index, the refusals of the events whose Commerce Account holds fields the site does not accept from a browser.
+
+    Read from the events as sent, before the schema. An event whose strings
+    may hold a lone surrogate is left to the schema's own check, which names it.
+    """
     if site.commerce is None:
-        return events, []
-    kept, refused = [], []
-    for event, index in zip(events, indices):
-        account = (event.get("props") or {}).get("account")
-        errors = refused_account_fields(account, site.commerce.account_fields) if account is not None else None
+        return {}
+    refused = {}
+    for index, event in enumerate(raw_events):
+        props = event.get("props") if isinstance(event, dict) else None
+        account = props.get("account") if isinstance(props, dict) else None
+        if account is None or (screen_text and lone_surrogate_errors(event) is not None):
+            continue
+        errors = refused_account_fields(account, site.commerce.account_fields)
         if errors:
-            refused.append({"index": index, "id": event["id"], "errors": {"props": {"account": errors}}})
-        else:
-            kept.append(event)
-    return kept, refused
+            event_id = event.get("id")
+            refused[index] = {"index": index, "id": event_id if isinstance(event_id, str) else None, "errors": {"props": {"account": errors}}}
+    return refused
 
 
 def check_batch(site: Site, raw_events: list[Any], screen_text: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -81,13 +89,13 @@ def check_batch(site: Site, raw_events: list[Any], screen_text: bool) -> tuple[l
 
     ``screen_text``: the body had a ``\\uD8xx`` escape, so strings may hold lone surrogates.
     """
-    events, rejected = check_events(raw_events, screen_text=screen_text)
-    refused_indices = {item["index"] for item in rejected}
-    indices = [index for index in range(len(raw_events)) if index not in refused_indices]
-    events, refused = _without_refused_accounts(site, events, indices)
-    if refused:
-        rejected = sorted(rejected + refused, key=lambda item: item["index"])
-    return events, rejected
+    refused = _refused_accounts(site, raw_events, screen_text)
+    if not refused:
+        return check_events(raw_events, screen_text=screen_text)
+    kept = [index for index in range(len(raw_events)) if index not in refused]
+    events, rejected = check_events([raw_events[index] for index in kept], screen_text=screen_text)
+    rejected = [{**item, "index": kept[item["index"]]} for item in rejected] + list(refused.values())
+    return events, sorted(rejected, key=lambda item: item["index"])
 
 
 def without_repeats(events: list[dict[str, Any]]) -> list[dict[str, Any]]:

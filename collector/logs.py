@@ -11,6 +11,15 @@ Everywhere: httpx's and httpcore's line per request and RQ's lines per job are l
 out (the worker logs one line per job itself), warnings are kept, colour codes are
 stripped, and a ``user:password@`` in a URL is masked. The spawned delivery
 processes read the same settings from the environment (:func:`setup_from_environment`).
+
+Much of what is logged comes from strangers: a request's path (``%0a`` decodes to
+a line break), a header, a key. A message could then write a line that looks like
+a record of its own. So every control character of a message is escaped
+(a line break as the two characters backslash and ``n``, others as a
+backslash, ``x`` and two hex digits), as are the Unicode line and paragraph
+separators, and a traceback follows its record indented (its other control
+characters escaped too): no line it writes starts where a record starts. JSON lines are JSON-escaped
+anyway; their messages are escaped the same way, for whatever prints them later.
 """
 
 from __future__ import annotations
@@ -54,11 +63,26 @@ RQ_PER_JOB_MESSAGES = frozenset(
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 _URL_CREDENTIALS = re.compile(r"(?<=://)[^\s/@]*:[^\s/@]*@")
+_CONTROLS = [*range(0x00, 0x20), 0x7F, *range(0x80, 0xA0), 0x2028, 0x2029]
+_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_ESCAPED = str.maketrans({code: _NAMED_ESCAPES.get(chr(code), f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}") for code in _CONTROLS})
+_ESCAPED_BUT_LINE_BREAKS = str.maketrans({code: escape for code, escape in _ESCAPED.items() if code != ord("\n")})
+TRACEBACK_INDENT = "    "
 
 
 def clean(text: str) -> str:
     """``text`` without colour codes and with the password of any URL in it masked."""
     return _URL_CREDENTIALS.sub("***@", _ANSI.sub("", text))
+
+
+def escaped(text: str) -> str:
+    """``text`` on one line: every control character (line breaks included) written as an escape."""
+    return text.translate(_ESCAPED)
+
+
+def indented(text: str) -> str:
+    """A traceback as it follows its record: each line indented, control characters but line breaks escaped."""
+    return "\n".join(TRACEBACK_INDENT + line for line in text.translate(_ESCAPED_BUT_LINE_BREAKS).split("\n"))
 
 
 def redacted_url(url: str) -> str:
@@ -82,20 +106,33 @@ class _StderrHandler(logging.StreamHandler):
 
 
 class TextFormatter(logging.Formatter):
+    """One line per record, its message escaped; a traceback indented below it."""
+
     def format(self, record: logging.LogRecord) -> str:
         return clean(super().format(record))
 
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        record.message = escaped(clean(record.message))
+        return super().formatMessage(record)
 
-class DevFormatter(logging.Formatter):
+    def formatException(self, ei: Any) -> str:  # noqa: N802
+        return indented(super().formatException(ei))
+
+    def formatStack(self, stack_info: str) -> str:  # noqa: N802
+        return indented(stack_info)
+
+
+class DevFormatter(TextFormatter):
     """Time and message for the INFO lines a person wants to see; level and logger for warnings and errors."""
 
     def __init__(self) -> None:
         super().__init__(DEV_FORMAT, DEV_DATE_FORMAT)
-        self._warning = logging.Formatter(DEV_WARNING_FORMAT, DEV_DATE_FORMAT)
+        self._warning = TextFormatter(DEV_WARNING_FORMAT, DEV_DATE_FORMAT)
 
     def format(self, record: logging.LogRecord) -> str:
-        formatter = self._warning if record.levelno >= logging.WARNING else super()
-        return clean(formatter.format(record))
+        if record.levelno >= logging.WARNING:
+            return self._warning.format(record)
+        return super().format(record)
 
 
 class JsonFormatter(logging.Formatter):
@@ -106,7 +143,7 @@ class JsonFormatter(logging.Formatter):
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
             "level": record.levelname,
             "logger": record.name,
-            "message": clean(record.getMessage()),
+            "message": escaped(clean(record.getMessage())),
             "process": record.process,
             "process_name": record.processName,
         }

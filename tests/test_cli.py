@@ -31,6 +31,7 @@ import pytest
 
 from collector import cli
 from collector.redis_server import durability_warnings, free_port
+from tests.chromium import VISITOR_USER_AGENT
 from tests.conftest import REPO
 from tests.factories import make_event
 
@@ -190,7 +191,7 @@ def test_dev_prints_its_url_then_one_line_per_delivery_job_and_stops_with_one_li
         request = urllib.request.Request(
             f"{base}/collect",
             data=json.dumps(batch).encode(),
-            headers={"Content-Type": "application/json", "Origin": base},
+            headers={"Content-Type": "application/json", "Origin": base, "User-Agent": VISITOR_USER_AGENT},  # the demo drops bots
         )
         with urllib.request.urlopen(request, timeout=5) as answer:
             assert answer.status == 202

@@ -4,6 +4,19 @@ It exists only when the configuration has ``[console] token``
 (:func:`init_app`, called by ``create_app``); otherwise every ``/console/``
 URL is the collector's JSON 404.
 
+It is never served under a site's own origin. A page there (any script the
+shop runs, its tag manager's included) could otherwise read the console
+with the owner's session, which its cookie, scoped to the host and path,
+would give it: the e-mails in the tail, the CSRF token, and with that the
+dead letters' buttons. So a console URL whose host name, as the request
+names it (``Host``) or as the trusted proxies report it
+(``X-Forwarded-Host``), is the host name of any site's ``origins`` is the
+same JSON 404 (whatever the port). With ``[console] host`` set it answers
+on that host name only. The ``/_c/`` path of the shop's own host
+(``deploy/nginx``) thus serves the collector but not its console, which is
+reached on the collector's own host (``collect.``, ``127.0.0.1:8000``) or
+the console host.
+
 Two ways in, both checked against the token with :func:`hmac.compare_digest`:
 
 - ``Authorization: Bearer <token>``, for scripts and probes. A wrong bearer
@@ -15,10 +28,15 @@ Two ways in, both checked against the token with :func:`hmac.compare_digest`:
   from the login (an open tab that refreshes itself does not extend it).
   The signing key is derived from the token (:func:`session_key`), so every
   gunicorn process agrees without another setting, and changing the token
-  logs everybody out.
+  logs everybody out. The session is also kept in Redis (a digest of its
+  random id, expiring with it), and logging out deletes it there: a copy
+  of the cookie is worth nothing after the logout.
 
 A browser without a session is sent to the login form; a script without a
-bearer token gets the 401.
+bearer token gets the 401. The login form takes at most
+:data:`~collector.defaults.CONSOLE_LOGIN_ATTEMPTS` posts per address (then
+429 with ``Retry-After``), and every console URL counts against the
+per-address ``rate_limit`` as ``/collect`` does (``extensions.py``).
 
 Every form that changes something (replay, purge, logout) is a POST that
 carries the session's CSRF token, checked with :func:`hmac.compare_digest`;
@@ -39,8 +57,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import re
 import secrets
 import time
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -60,14 +80,16 @@ from flask import (
     url_for,
 )
 from flask.sessions import SecureCookieSessionInterface
+from flask_limiter import RateLimitExceeded
 from redis import RedisError
+from werkzeug.exceptions import NotFound
 
-from collector.config import ConsoleSettings
+from collector.config import CollectorConfig, ConsoleSettings, host_name, origin_host_names
 from collector.console import panels
 from collector.console.formatting import FILTERS
-from collector.defaults import DESTINATIONS
-from collector.errors import BadRequest, CollectorError, error_body
-from collector.extensions import collector_state
+from collector.defaults import CONSOLE_LOGIN_ATTEMPTS, DESTINATIONS, REDIS_KEY_PREFIX
+from collector.errors import BadRequest, CollectorError, error_body, error_response, rate_limit_refusal
+from collector.extensions import collector_state, limit_for_this_process, limiter
 
 log = logging.getLogger(__name__)
 
@@ -75,11 +97,14 @@ PATH = "/console"
 SESSION_COOKIE = "collector_console"
 SESSION_LIFETIME = timedelta(hours=12)
 SESSION_KEY_LABEL = b"collector console session signing key v1"
+SESSION_KEY_PREFIX = REDIS_KEY_PREFIX + "console:session:"
 REFRESH_SECONDS = 15  # the live panels' default; ``?refresh=N`` chooses (0: off)
 MAX_REFRESH_SECONDS = 3600
 API_MINUTES = 60
 BEARER, SESSION = "bearer", "session"
 _PUBLIC_ENDPOINTS = frozenset({"console.login", "console.static"})
+_PRINTABLE_URL = re.compile(r"[\x21-\x7e]+")
+LOGIN_LIMITED = f"too many login attempts from this address (at most {CONSOLE_LOGIN_ATTEMPTS}); retry after Retry-After seconds"
 _API_ENDPOINTS = frozenset({"console.api_summary", "console.api_dead_letters"})
 _SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -156,17 +181,46 @@ class ConsoleSessionInterface(SecureCookieSessionInterface):
         return "Strict"
 
 
+@dataclass(frozen=True)
+class ConsoleHosts:
+    """The host names the console answers on: ``only`` when set, and never one of ``sites``."""
+
+    only: str | None
+    sites: frozenset[str]
+
+    def allow(self, trusted: str, received: str | None) -> bool:
+        """``trusted``: the host name through the trusted proxies; ``received``: the ``Host`` header's behind them (else None)."""
+        if trusted in self.sites or received in self.sites:
+            return False
+        return self.only is None or trusted == self.only
+
+
+def console_hosts(config: CollectorConfig, settings: ConsoleSettings) -> ConsoleHosts:
+    return ConsoleHosts(settings.host, frozenset().union(*(origin_host_names(site.origins) for site in config.sites.values())))
+
+
 def init_app(app: Flask, settings: ConsoleSettings) -> None:
     """Turn the console on for ``app``: its session, its settings, its blueprint."""
     app.secret_key = session_key(settings.token)
     app.session_interface = ConsoleSessionInterface()
     app.permanent_session_lifetime = SESSION_LIFETIME
     app.extensions["collector_console"] = settings
+    config = app.extensions["collector"].config
+    app.extensions["collector_console_hosts"] = console_hosts(config, settings)
+    app.extensions["collector_console_logins"] = limit_for_this_process(
+        config.settings, int(app.config["COLLECTOR_PROCESSES"]), CONSOLE_LOGIN_ATTEMPTS
+    )
     app.register_blueprint(bp)
 
 
 def _settings() -> ConsoleSettings:
     return current_app.extensions["collector_console"]
+
+
+def _host_names() -> tuple[str, str | None]:
+    """The request's host name through the trusted proxies, and the one its ``Host`` header named (behind them)."""
+    received = (request.environ.get("werkzeug.proxy_fix.orig") or {}).get("HTTP_HOST")
+    return host_name(request.host), host_name(received) if received else None
 
 
 def _is_token(candidate: str) -> bool:
@@ -189,14 +243,21 @@ def _authenticate() -> str | None:
     return SESSION if _logged_in() else None
 
 
+def _session_key(session_id: str) -> str:
+    """Where Redis keeps a live session: a digest of its id, so that Redis holds nothing a cookie could be made from."""
+    return SESSION_KEY_PREFIX + hashlib.sha256(session_id.encode()).hexdigest()
+
+
 def _logged_in() -> bool:
-    """A session from the login form, younger than :data:`SESSION_LIFETIME` however often it was used since."""
-    since = session.get("since")
+    """A session from the login form, younger than :data:`SESSION_LIFETIME` however often it was used since, not logged out."""
+    since, session_id = session.get("since"), session.get("id")
     return (
         session.get("console") is True
         and bool(session.get("csrf"))
         and isinstance(since, (int, float))
         and 0 <= time.time() - since < SESSION_LIFETIME.total_seconds()
+        and isinstance(session_id, str)
+        and bool(collector_state().redis.exists(_session_key(session_id)))
     )
 
 
@@ -205,6 +266,13 @@ def _check_csrf() -> None:
     expected = session.get("csrf", "")
     if not expected or not hmac.compare_digest(sent.encode("utf-8", "surrogatepass"), expected.encode()):
         raise CsrfRefused()
+
+
+@bp.before_request
+def _never_on_a_sites_origin() -> None:
+    """The JSON 404 of a console that is not there, on a site's own host (or off ``[console] host``)."""
+    if not current_app.extensions["collector_console_hosts"].allow(*_host_names()):
+        raise NotFound()
 
 
 @bp.before_request
@@ -228,6 +296,13 @@ def _console_headers(response: Response) -> Response:
         response.headers["Cache-Control"] = "no-store"
         response.vary.update(("Cookie", "Authorization"))
     return response
+
+
+@bp.errorhandler(RateLimitExceeded)
+def _rate_limited(_: RateLimitExceeded) -> tuple[Response, int, dict[str, str]]:
+    """Over the per-address limit of the console's pages, or of login attempts (a stricter one)."""
+    logging_in = request.endpoint == "console.login" and request.method == "POST"
+    return error_response(rate_limit_refusal(LOGIN_LIMITED if logging_in else None))
 
 
 @bp.errorhandler(RedisError)
@@ -308,9 +383,13 @@ def _refresh_seconds() -> int:
 
 
 def _safe_next(target: str | None) -> str:
-    """Where to go after logging in: a console page of this host, never elsewhere."""
+    """Where to go after logging in: a console page of this host, never elsewhere.
+
+    Only printable ASCII without spaces passes, as in any URL sent on the
+    wire: a line break (``%0d%0a``) would split the ``Location`` header.
+    """
     home = url_for(".dashboard")
-    if not target:
+    if not target or not _PRINTABLE_URL.fullmatch(target):
         return home
     parts = urlsplit(target)
     if parts.scheme or parts.netloc or "\\" in target or not (target + "/").startswith(request.script_root + PATH + "/"):
@@ -318,7 +397,13 @@ def _safe_next(target: str | None) -> str:
     return target
 
 
+def _login_attempts() -> str:
+    """What this process allows of :data:`~collector.defaults.CONSOLE_LOGIN_ATTEMPTS` per address."""
+    return current_app.extensions["collector_console_logins"]
+
+
 @bp.route("/login", methods=["GET", "POST"])
+@limiter.limit(_login_attempts, methods=["POST"])
 def login() -> Any:
     """The login form; the token it takes is checked, never shown again, never logged."""
     target = _safe_next(request.values.get("next"))
@@ -334,12 +419,17 @@ def login() -> Any:
     session["console"] = True
     session["csrf"] = secrets.token_urlsafe(32)
     session["since"] = time.time()
+    session["id"] = secrets.token_urlsafe(32)
+    collector_state().redis.set(_session_key(session["id"]), 1, ex=int(SESSION_LIFETIME.total_seconds()))
     log.info("console: logged in from %s", request.remote_addr)
     return redirect(target, 303)
 
 
 @bp.post("/logout")
 def logout() -> Response:
+    session_id = session.get("id")
+    if isinstance(session_id, str):
+        collector_state().redis.delete(_session_key(session_id))
     session.clear()
     return redirect(url_for(".login"), 303)
 

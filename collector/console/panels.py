@@ -21,6 +21,7 @@ from collector import delivery_stats, drop_stats
 from collector.config import CollectorConfig
 from collector.defaults import DESTINATIONS
 from collector.live_tail import recent_batches, recent_refusals
+from collector.masking import masked_strings, masked_text
 from collector.queue import KEY_PREFIX, pending_entries
 
 CHART_HEIGHT = 100  # SVG user units; the CSS sets the drawn height
@@ -179,7 +180,7 @@ def dead_letter_rows(
             "events": len(letter.delivery.get("event_ids") or ()),
             "status": letter.status,
             "reason": letter.reason,
-            "answer": letter.answer[:ANSWER_SHOWN_CHARS],
+            "answer": masked_text(letter.answer[:ANSWER_SHOWN_CHARS]),  # a vendor's answer may echo what it was sent
             "attempts": letter.attempts,
             "failed_at": letter.failed_at,
         }
@@ -189,16 +190,18 @@ def dead_letter_rows(
 
 
 def live_tail(redis: Redis, config: CollectorConfig) -> list[dict[str, Any]]:
-    """Per configured site, the events of its last accepted batches, newest batch first (personal fields already masked).
+    """Per configured site, the events of its last accepted batches, newest batch first.
 
-    Each event row carries its batch's time and number; at most
-    :data:`EVENTS_SHOWN` events per site.
+    An Account's personal fields were masked when the tail was written;
+    e-mail addresses and secret-looking URL parameters are masked here
+    (``masking.py``). Each event row carries its batch's time and number; at
+    most :data:`EVENTS_SHOWN` events per site.
     """
     tail = []
     for name in sorted(config.sites):
         batches = recent_batches(redis, name)
         rows = [
-            {"at": batch.get("at"), "batch": number, **event}
+            {"at": batch.get("at"), "batch": number, **masked_strings(event)}
             for number, batch in enumerate(batches)
             for event in batch.get("events", ())
         ]
@@ -216,4 +219,5 @@ def dropped_rows(redis: Redis, minutes: int, now: float | None) -> list[dict[str
 
 
 def refusals(redis: Redis) -> list[dict[str, Any]]:
-    return recent_refusals(redis)
+    """The last refusals, their reasons with e-mail addresses and secret-looking URL parameters masked."""
+    return [masked_strings(refusal) for refusal in recent_refusals(redis)]

@@ -9,6 +9,13 @@ the site, its messages are checked and turned into inbound events
 32 KB, not JSON, no valid message), ``401`` for an unknown write key; only a
 Redis outage is a ``503`` (which the clients retry).
 
+Every refusal (400, 401, 429) is logged as one line with its reason and
+the write key's name, its place in the configuration
+(``sites.my_store.sources.write_keys[0]``; an unknown key by a fingerprint),
+never the key itself; at most so many lines a minute (``errors.RefusalLog``).
+The settings document and the source config answer for browser write keys
+only: a server key is a secret, and they would echo it.
+
 A *browser* write key (``sources.write_keys``) is public: its requests are
 enriched from the request like ``/collect``'s (IP, User-Agent and Referer
 from the headers, not from ``context``), Global Privacy Control and the
@@ -44,6 +51,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request
+from flask_limiter import RateLimitExceeded
 from marshmallow import ValidationError
 from werkzeug.exceptions import RequestEntityTooLarge
 
@@ -60,7 +68,7 @@ from collector.enrich import (
     forwardable_user_agent,
     global_privacy_control,
 )
-from collector.errors import BadRequest, BudgetExceeded, CollectorError, error_body
+from collector.errors import BadRequest, BudgetExceeded, CollectorError, error_body, log_refusal, rate_limit_refusal
 from collector.extensions import collector_state
 from collector.intake import VisitorEvents, bot_sent, check_batch, check_web_event_budget, count_outcome, queue_batch, web_events_in, without_repeats
 from collector.request_body import may_hold_lone_surrogates, parse_json, read_body
@@ -112,12 +120,30 @@ def _basic_auth_user() -> str | None:
         return None
 
 
+def key_name(key: str | None) -> str:
+    """How the logs name a write key: its place in the configuration, or a fingerprint; never the key."""
+    if not key:
+        return "none read"
+    found = collector_state().write_keys.get(key)
+    if found is None:
+        return "unknown, fingerprint " + hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=4).hexdigest()
+    site, is_server = found
+    listed = "server_write_keys" if is_server else "write_keys"
+    return f"sites.{site.name}.sources.{listed}[{getattr(site.sources, listed).index(key)}]"
+
+
+def _presented_key() -> str | None:
+    """The write key the request presented, as far as it was read before it was refused."""
+    return g.get("write_key") or _basic_auth_user() or request.args.get("writeKey")
+
+
 def _sender(body: dict[str, Any] | None) -> Sender:
     auth_user = _basic_auth_user()
     body_key = body.get("writeKey") if body else None
     key = auth_user or (body_key if isinstance(body_key, str) else None) or request.args.get("writeKey")
     if not key:
         raise UnknownWriteKey("no write key: send it as the Basic auth user, or as writeKey in the body")
+    g.write_key = key
     found = collector_state().write_keys.get(key)
     if found is None:
         raise UnknownWriteKey()
@@ -298,7 +324,14 @@ def _begin(body: Any) -> dict[str, Any]:
 
 @bp.before_request
 def _note_arrival() -> None:
+    """The arrival time, and Segment's batch limit in place of ``/collect``'s 64 KiB (``MAX_CONTENT_LENGTH``).
+
+    The app-wide limit would refuse a server library's batch of 100 messages
+    (about 110 KB) when it comes with a ``Content-Length``, and not when it
+    comes chunked; here both are read up to 500 KB.
+    """
     g.received_at = time.time()
+    request.max_content_length = defaults.MAX_SOURCE_BATCH_BYTES
 
 
 @bp.post("/v1/<any(t, p, s, i, g, a, track, page, screen, identify, group, alias):path>")
@@ -320,21 +353,39 @@ def batch() -> tuple[Response, int]:
     return take_messages(messages)
 
 
+def _browser_key(found: tuple[Site, bool] | None) -> Site:
+    """The site of a browser write key; a server key is secret, so no public document ever names it."""
+    if found is None or found[1]:
+        raise UnknownWriteKey()
+    return found[0]
+
+
 @bp.get("/v1/projects/<write_key>/settings")
 def segment_settings(write_key: str) -> tuple[Response, int]:
-    """The settings analytics-next loads from its ``cdnURL``: this collector as its only destination."""
-    if write_key not in collector_state().write_keys:
-        raise UnknownWriteKey()
-    api_host = f"{request.host}{request.script_root}/v1"
-    response = jsonify(segment.settings_document(write_key, api_host, request.scheme))
-    response.headers["Cache-Control"] = "public, max-age=300"
+    """The settings analytics-next loads from its ``cdnURL``: this collector as its only destination.
+
+    The ``apiHost`` it names is the request's host as the trusted proxy hops
+    report it (``ProxyFix``; with none, the ``Host`` header), and must be a
+    host name. The document may be kept by the browser, never by a shared
+    cache: one visitor's request cannot choose what another is sent.
+    """
+    g.write_key = write_key
+    _browser_key(collector_state().write_keys.get(write_key))
+    host = forwardable_host(request.host)
+    if host is None:
+        raise BadRequest("the request's host is not a host name")
+    response = jsonify(segment.settings_document(write_key, f"{host}{request.script_root}/v1", request.scheme))
+    response.headers["Cache-Control"] = "private, max-age=300"
     return response, 200
 
 
 @bp.get("/sourceConfig")
 @bp.get("/sourceConfig/")
 def rudderstack_source_config() -> tuple[Response, int]:
+    """The source config RudderStack's browser SDK loads from its ``configUrl``: for browser write keys only."""
     sender = _sender(None)
+    if sender.is_server:
+        raise UnknownWriteKey()
     response = jsonify(rudderstack.source_config(sender.site.name, sender.write_key))
     response.headers["Cache-Control"] = "private, max-age=300"
     return response, 200
@@ -368,11 +419,20 @@ def _keep_refusal(response: Response) -> Response:
 
 
 def _segment_error(error: CollectorError) -> tuple[Response, int, dict[str, str]]:
-    """Segment's error shape (``code``, ``message``, as its libraries read them), with ours beside it."""
+    """Segment's error shape (``code``, ``message``, as its libraries read them), with ours beside it; a refusal is logged."""
+    if error.code < 500:
+        key = _presented_key()
+        log_refusal(error.code, error.message, key_name(key), _SETTINGS_PATH if request.endpoint == "sources.segment_settings" else None)
     body = {"success": False, "code": _ERROR_CODES.get(error.code, "error"), "message": error.message}
     body.update(error_body(error.code, error.message, error.details))
     return jsonify(body), error.code, error.headers
 
 
+def _rate_limited(_: RateLimitExceeded) -> tuple[Response, int, dict[str, str]]:
+    return _segment_error(rate_limit_refusal())
+
+
+_SETTINGS_PATH = "/v1/projects/<write key>/settings"  # as logged: the path itself holds the key
 _ERROR_CODES = {400: "invalid_request", 401: "invalid_write_key", 403: "forbidden", 429: "rate_limited", 503: "unavailable"}
 bp.register_error_handler(CollectorError, _segment_error)
+bp.register_error_handler(RateLimitExceeded, _rate_limited)

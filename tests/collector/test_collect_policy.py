@@ -97,6 +97,39 @@ def test_personal_account_fields_are_refused_by_default(client, redis_client, ca
     assert nothing_queued(redis_client)
 
 
+@pytest.mark.parametrize(
+    "consumer", [{"email": "a@b.example"}, {"id": "con_1", "firstName": "A"}, {"id": "con_1", "ssn": SSN, "phoneNumber": "555"}]
+)
+def test_the_allowlist_refuses_personal_fields_before_the_schema_asks_for_more(client, redis_client, consumer):
+    """A consumer with a few personal fields is refused for those fields, not asked for the others a whole consumer needs."""
+    response = post(client, {"site": OTHER_SITE, "events": [make_event("User Login", props={"account": {"id": "acc_1", "consumer": consumer}})]})
+    assert response.status_code == 422
+    errors = response.json["error"]["details"]["rejected"][0]["errors"]["props"]["account"]["consumer"]
+    refused = {name for name in consumer if name != "id"}
+    assert set(errors) == refused, errors
+    assert all("not accepted from a browser" in errors[name][0] for name in refused)
+    assert "Missing data" not in response.get_data(as_text=True) and SSN not in response.get_data(as_text=True)
+    assert nothing_queued(redis_client)
+
+
+def test_an_allowlist_refusal_keeps_the_batchs_order_and_its_other_events(client, redis_client):
+    """Events refused by the allowlist and by the schema are named by their own index; the valid ones are queued."""
+    personal = make_event("User Login", props={"account": {"id": "acc_1", "consumer": {"email": "a@b.example"}}})
+    events = [make_event("User Login"), personal, {"id": "x", "type": "page_view"}, make_event("User Login")]
+    response = post(client, {"site": OTHER_SITE, "events": events})
+    assert response.status_code == 202 and response.json["accepted"] == 2
+    assert [(item["index"], item["id"]) for item in response.json["rejected"]] == [(1, personal["id"]), (2, "x")]
+    assert "consumer" in response.json["rejected"][0]["errors"]["props"]["account"]
+
+
+def test_a_field_commerce_does_not_have_is_the_schemas_unknown_field(client):
+    """Only Commerce's own fields can be allowed; any other is refused as unknown, not as "add it to account_fields"."""
+    account = {"id": "acc_1", "consumer": {"id": "con_1", "shoeSize": 44}}
+    response = post(client, {"site": OTHER_SITE, "events": [make_event("User Login", props={"account": account})]})
+    errors = response.json["error"]["details"]["rejected"][0]["errors"]["props"]["account"]["consumer"]
+    assert errors["shoeSize"] == ["Unknown field."] and "account_fields" not in response.get_data(as_text=True)
+
+
 def test_identifiers_of_an_account_pass_by_default(client, redis_client):
     """Account ids, anonymous ids and the ids of a consumer and a lead are what a browser may send by default."""
     account = {"id": "acc_1", "consumer": "con_1", "lead": "led_1", "anonymousIds": ["a1"]}

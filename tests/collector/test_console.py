@@ -112,6 +112,70 @@ def test_the_console_is_not_found_when_no_token_is_configured(client):
     assert client.post("/console/dead-letters/replay").status_code == 404
 
 
+CONSOLE_URLS = ("/console/", "/console/login", "/console/api/summary", "/console/api/dead-letters", "/console/static/console.css")
+
+
+def console_app_with(site_config, redis_url, hops: int = 0, host: str | None = None, rate_limit: str = "100000 per minute"):
+    settings = dataclasses.replace(site_config.settings, trusted_proxy_hops=hops, rate_limit=rate_limit)
+    config = dataclasses.replace(site_config, settings=settings, console=ConsoleSettings(token=TOKEN, host=host))
+    return create_app({"COLLECTOR_CONFIG": config, "REDIS_URL": redis_url, "TESTING": True})
+
+
+def assert_not_found(answer) -> None:
+    assert answer.status_code == 404 and answer.json["error"]["code"] == 404, answer.data[:200]
+    assert "Set-Cookie" not in answer.headers
+
+
+@pytest.mark.parametrize("base_url", ["https://shop.example/", "https://SHOP.example:8443/", "http://shop.example/_c/"])
+def test_the_console_is_not_found_under_a_sites_origin(console, base_url):
+    """On the host of a site's origin (any port, any path prefix) every console URL is the JSON 404, credentials or not."""
+    for path in CONSOLE_URLS:
+        assert_not_found(console.get(path, base_url=base_url, headers=bearer()))
+        assert_not_found(console.get(path, base_url=base_url))
+    assert_not_found(console.post("/console/login", base_url=base_url, data={"token": TOKEN}))
+    assert_not_found(console.post("/console/dead-letters/purge", base_url=base_url, headers=bearer()))
+    assert console.get("/console/login", base_url="https://collect.shop.example/").status_code == 200
+
+
+def test_behind_a_trusted_proxy_the_forwarded_host_and_the_host_header_both_count(site_config, redis_url):
+    """Behind one trusted proxy: X-Forwarded-Host naming a site's host is a 404, and so is a Host header naming one."""
+    client = console_app_with(site_config, redis_url, hops=1).test_client()
+    assert_not_found(client.get("/console/", headers={**bearer(), "X-Forwarded-Host": "shop.example"}, base_url="http://127.0.0.1:8000/"))
+    assert_not_found(client.get("/console/", headers={**bearer(), "X-Forwarded-Host": "collect.shop.example"}, base_url="http://shop.example/"))
+    assert client.get("/console/", headers={**bearer(), "X-Forwarded-Host": "collect.shop.example"}).status_code == 200
+    direct = console_app_with(site_config, redis_url, hops=0).test_client()
+    assert direct.get("/console/", headers={**bearer(), "X-Forwarded-Host": "shop.example"}).status_code == 200, "no trusted hop"
+
+
+def test_with_a_console_host_the_console_answers_there_only(site_config, redis_url):
+    """``[console] host`` is the one host name the console answers on (whatever the port)."""
+    client = console_app_with(site_config, redis_url, host="console.shop.example").test_client()
+    assert client.get("/console/", headers=bearer(), base_url="https://console.shop.example:8443/").status_code == 200
+    for other in ("http://localhost/", "https://collect.shop.example/", "https://shop.example/"):
+        assert_not_found(client.get("/console/", headers=bearer(), base_url=other))
+
+
+@pytest.mark.parametrize(
+    ("host", "problem"),
+    [
+        ("shop.example", "console.host: is a host of site test_store's origins"),
+        ("SHOP.EXAMPLE", "console.host: is a host of site test_store's origins"),
+        ("https://console.example", "console.host: must be a host name"),
+        ("console.example:8443", "console.host: must be a host name"),
+        ("console.example/_c", "console.host: must be a host name"),
+    ],
+)
+def test_a_console_host_on_a_sites_origin_or_not_a_host_name_is_a_config_error(host, problem):
+    with pytest.raises(ConfigError) as error:
+        parse_config(console_toml(f'[console]\ntoken = "{TOKEN}"\nhost = "{host}"\n'), ENV)
+    assert any(line.startswith(problem) for line in error.value.problems), error.value.problems
+
+
+def test_a_console_host_is_kept_as_a_lower_case_host_name():
+    config = parse_config(console_toml(f'[console]\ntoken = "{TOKEN}"\nhost = "Console.Shop.Example"\n'), ENV)
+    assert config.console.host == "console.shop.example"
+
+
 def test_a_wrong_bearer_token_is_401_in_the_json_error_shape(console):
     """A wrong token answers 401 with the collector's error body and a Bearer challenge, and never echoes the token."""
     for path in ("/console/", "/console/api/summary"):
@@ -164,7 +228,7 @@ def test_logging_in_sets_a_strict_http_only_cookie_and_shows_the_dashboard(conso
 
 def test_behind_a_path_prefix_every_link_and_the_cookie_keep_the_prefix(console):
     """Served under /_c/ (nginx's X-Forwarded-Prefix), the redirects, the cookie's path and the forms all carry /_c."""
-    prefixed = "http://shop.example/_c/"
+    prefixed = "http://console.example/_c/"
     answer = console.get("/console/?site=test_store", base_url=prefixed)
     assert answer.headers["Location"].startswith("/_c/console/login?next=/_c/console/")
     answer = console.post("/console/login", data={"token": TOKEN, "next": "/_c/console/?site=test_store"}, base_url=prefixed)
@@ -197,12 +261,52 @@ def test_login_never_redirects_off_the_console(console):
         assert answer.headers["Location"] == "/console/", target
 
 
+@pytest.mark.parametrize("target", ["/console/\r\nSet-Cookie: x=1", "/console/\u2028", "/console/?site=a b", "/console/\x00"])
+def test_a_next_with_a_line_break_or_a_space_lands_on_the_dashboard(console, target):
+    """``next=/console/%0d%0a...`` is no 500 (it would split the Location header): the login, and a logged-in GET, go home."""
+    answer = console.post("/console/login", data={"token": TOKEN, "next": target})
+    assert answer.status_code == 303 and answer.headers["Location"] == "/console/"
+    again = console.get("/console/login", query_string={"next": target})
+    assert again.status_code == 302 and again.headers["Location"] == "/console/"
+
+
+def test_login_attempts_are_limited_per_address_right_token_or_wrong(console):
+    """Ten login posts a minute from one address, then 429 with Retry-After, however the token was guessed."""
+    statuses = [console.post("/console/login", data={"token": f"guess-{n:02d}-of-the-token"}).status_code for n in range(10)]
+    assert statuses == [200] * 10
+    refused = console.post("/console/login", data={"token": TOKEN})
+    assert refused.status_code == 429 and "login attempts" in refused.json["error"]["message"] and refused.headers["Retry-After"]
+    assert "Set-Cookie" not in refused.headers
+    assert console.post("/console/login", data={"token": TOKEN}, environ_base={"REMOTE_ADDR": "192.0.2.9"}).status_code == 303
+
+
+def test_the_consoles_pages_and_api_are_rate_limited_like_collect(site_config, redis_url):
+    client = console_app_with(site_config, redis_url, rate_limit="3 per minute").test_client()
+    for path in ("/console/api/summary", "/console/api/dead-letters", "/console/", "/console/login"):
+        statuses = [client.get(path, headers=bearer()).status_code for _ in range(4)]
+        assert statuses[-1] == 429 and 429 not in statuses[:3], (path, statuses)
+    assert client.get("/console/static/console.css").status_code == 200
+
+
 def test_logging_out_ends_the_session(console):
     """After logout (a CSRF-protected POST) the dashboard sends the browser to the login form again."""
     csrf = log_in(console)
     assert console.post("/console/logout", data={}).status_code == 403
     assert console.post("/console/logout", data={"csrf": csrf}).status_code == 303
     assert console.get("/console/").status_code == 302
+
+
+def test_after_logout_a_copy_of_the_cookie_opens_nothing(console_app):
+    """Logout ends the session on the server: a cookie copied before it (another tab, a thief) no longer reads the console."""
+    client = console_app.test_client()
+    csrf = log_in(client)
+    copied = client.get_cookie("collector_console", path="/console").value
+    thief = console_app.test_client()
+    thief.set_cookie("collector_console", copied, path="/console")
+    assert thief.get("/console/").status_code == 200
+    assert client.post("/console/logout", data={"csrf": csrf}).status_code == 303
+    assert thief.get("/console/").status_code == 302 and thief.get("/console/api/summary").status_code == 401
+    assert thief.post("/console/dead-letters/purge", data={"csrf": csrf}).status_code == 401
 
 
 def test_a_session_ends_twelve_hours_after_the_login_however_much_it_is_used(console):
@@ -364,6 +468,24 @@ def test_the_live_tail_shows_accepted_events_masked_and_refusals_with_reasons(co
     assert PERSON not in html and "5555550199" not in html and "1990-01-01" not in html and "ja***" in tail
     refusals = re.search(r'<section id="refusals".*?</section>', html, re.S).group(0)
     assert "unknown site" in refusals and ">400<" in refusals
+
+
+RESET_URL = f"https://shop.example/reset?email={PERSON}&token=s3cr3t-reset-token&lang=en#access_token=s3cr3t-fragment"
+
+
+def test_the_console_masks_emails_and_secret_url_parameters(console, redis_client, caplog):
+    """Page URLs, props, refusal reasons and vendors' answers show no e-mail address and no token, by default; the rest stays."""
+    event = make_event("page_view", url=RESET_URL, props={"page_url": RESET_URL, "entity_identifiers": {"by": f"mailto:{PERSON}"}})
+    assert console.post("/collect", data=json.dumps({"site": SITE, "events": [event]}), headers={"Origin": ORIGIN}).status_code == 202
+    console.post("/collect", data=json.dumps({"site": PERSON, "events": [make_event()]}), headers={"Origin": ORIGIN})
+    DeadLetters(redis_client).add([Attempt(make_delivery(SITE, "commerce", 7), Outcome.DEAD, status=400, answer=f'{{"email": "{PERSON}"}}')], 1)
+    html = console.get("/console/", headers=bearer()).get_data(as_text=True)
+    api = console.get("/console/api/dead-letters", headers=bearer()).get_data(as_text=True)
+    for shown in (html, api):
+        assert PERSON not in shown and "jane.doe%40example.com" not in shown and "s3cr3t" not in shown
+    assert "reset?email=***&amp;token=***&amp;lang=en#access_token=***" in html
+    assert "mailto:***" in html and "unknown site &#39;***&#39;" in html
+    assert "refused with 400: unknown site '***'" in caplog.text and PERSON not in caplog.text
 
 
 def test_what_the_panels_show_is_escaped(console, redis_client):

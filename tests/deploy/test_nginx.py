@@ -17,8 +17,10 @@ collector can only know the visitor's 127.0.0.1 from ``X-Forwarded-For``.
 For both ways of serving the collector, the subdomain and the ``/_c/`` path
 of the shop's host, it proves that the snippet loads over HTTPS in headless
 Chromium and its automatic page view reaches Depict with the visitor's
-address, that a forged ``X-Forwarded-For`` does not, and that the visitor
-cookie set through nginx is Secure and HttpOnly.
+address, that a forged ``X-Forwarded-For`` does not, that the visitor
+cookie set through nginx is Secure and HttpOnly, that a server library's
+batch of 110 KB passes, and that the console answers on the subdomain but
+not under the shop's own origin.
 
 Skipped when ``nginx`` or ``chromium`` is not installed. Everything started
 here listens on 127.0.0.1 and is stopped by its PID.
@@ -44,7 +46,7 @@ import pytest
 
 from collector.redis_server import free_port
 from tests.chromium import CHROMIUM, STUB, chromium_available, chromium_from
-from tests.conftest import ORIGIN, REPO, SITE
+from tests.conftest import ORIGIN, REPO, SERVER_WRITE_KEY, SITE
 from tests.factories import make_event
 from tests.stack import ServeStack, kill_if_alive
 from tests.stack import config_toml as stack_config_toml
@@ -57,6 +59,7 @@ NGINX_SOURCE_ADDRESS = "127.0.0.2"  # nginx's side of its connections to the col
 VISITOR = "127.0.0.1"
 FORGED = "6.6.6.6"
 START_SECONDS = 15
+CONSOLE_TOKEN = "console-token-behind-nginx-0123"
 WAIT_SECONDS = 20
 
 
@@ -205,7 +208,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, ports: tuple[int, int]) -> I
     def behind_nginx(depict_url: str, commerce_url: str) -> str:
         text = stack_config_toml(depict_url, commerce_url)
         assert text.count("[collector]\n") == 1 and f'"{ORIGIN}"' in text
-        return text.replace("[collector]\n", "[collector]\ntrusted_proxy_hops = 1\n").replace(f'"{ORIGIN}"', f'"{shop_origin}"')
+        text = text.replace("[collector]\n", "[collector]\ntrusted_proxy_hops = 1\n").replace(f'"{ORIGIN}"', f'"{shop_origin}"')
+        return text + f'\n[console]\ntoken = "{CONSOLE_TOKEN}"\n'
 
     with ServeStack(tmp_path_factory.mktemp("behind-nginx"), make_config=behind_nginx) as deployment:
         yield deployment
@@ -283,21 +287,29 @@ def wait_for_depict_event(depict, predicate, what: str) -> tuple[ReceivedRequest
 
 
 def test_the_shipped_config_replaces_x_forwarded_for() -> None:
-    """Every proxied location sets X-Forwarded-For to nginx's own view of the client; none appends to it."""
+    """Both modes' locations set X-Forwarded-For to nginx's own view of the client; none appends to it.
+
+    The locations nested in them (``/v1/``, with its larger body limit) set
+    no header of their own, so they inherit every one of their parent's.
+    """
     text = SHIPPED_CONF.read_text()
-    directives = [line.split("#")[0].strip() for line in text.splitlines()]
-    assert "$proxy_add_x_forwarded_for" not in "\n".join(directives)
-    proxies = [line for line in directives if line.startswith("proxy_pass ")]
-    replaced = [line for line in directives if line == "proxy_set_header X-Forwarded-For $remote_addr;"]
-    assert len(proxies) == 2 and len(replaced) == len(proxies)
+    directives = "\n".join(line.split("#")[0].strip() for line in text.splitlines())
+    assert "$proxy_add_x_forwarded_for" not in directives
+    replaced = [line for line in directives.splitlines() if line == "proxy_set_header X-Forwarded-For $remote_addr;"]
+    assert len(replaced) == 2
+    nested = re.findall(r"location [^{]*\{[^{}]*\}", directives)
+    proxied = [block for block in nested if "proxy_pass" in block]
+    assert len(proxied) == 4 and not any("proxy_set_header" in block for block in proxied), proxied
     assert "trusted_proxy_hops = 1" in text
 
 
 def test_the_shipped_config_passes_renamed_paths_on() -> None:
-    """No location names a browser-facing path: each form passes all it holds to the collector, so renaming one needs no edit."""
+    """No location names a renamable path (snippet, collect, site settings): each form passes all it holds to the
+    collector, so renaming one needs no edit. The only others are the fixed /v1/ paths (a larger body limit) and /metrics."""
     directives = "\n".join(line.split("#")[0] for line in SHIPPED_CONF.read_text().splitlines())
     locations = sorted(re.findall(r"location\s+(=\s+)?(\S+)\s*\{", directives))
-    assert locations == [("", "/"), ("", "/_c/"), ("= ", "/_c/metrics"), ("= ", "/metrics")], locations
+    fixed = [("", f"{prefix}{path}") for prefix in ("/", "/_c/") for path in ("beacon/v1/", "v1/")]
+    assert locations == sorted([("", "/"), ("", "/_c/"), ("= ", "/_c/metrics"), ("= ", "/metrics"), *fixed]), locations
 
 
 @pytest.mark.parametrize("mode", MODES, ids=lambda mode: mode.name)
@@ -371,3 +383,42 @@ def test_plain_http_is_redirected_and_metrics_stay_private(mode: Mode, nginx: Ng
         snippet = client.get(f"https://127.0.0.1:{nginx.https_port}{mode.prefix}/t.js")
         assert snippet.status_code == 200 and snippet.headers["content-type"].startswith("application/javascript")
         assert re.fullmatch(r'"[0-9a-f]{32}(-gz)?"', snippet.headers["etag"])
+
+
+@pytest.mark.parametrize("mode", MODES, ids=lambda mode: mode.name)
+def test_a_server_librarys_default_batch_passes_nginx(mode: Mode, nginx: Nginx) -> None:
+    """segment-analytics-python's default batch (100 messages, about 110 KB) passes nginx's /v1/ limit, and the collector takes it."""
+    batch = [
+        {"type": "track", "event": "Product Added", "userId": f"user-{n}", "messageId": f"nginx-{mode.name}-{n:04d}",
+         "properties": {"product_id": f"P{n}", "description": "x" * 1000}, "context": {"ip": "203.0.113.7"}}
+        for n in range(100)
+    ]  # fmt: skip
+    body = json.dumps({"batch": batch}).encode()
+    assert len(body) > 100 * 1024
+    with httpx.Client(verify=False, timeout=10) as client:
+        answer = client.post(
+            f"https://127.0.0.1:{nginx.https_port}{mode.prefix}/v1/batch",
+            content=body,
+            auth=(SERVER_WRITE_KEY, ""),
+            headers={"Host": mode.host, "Content-Type": "application/json"},
+        )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["accepted"] == 100
+
+
+def test_the_console_is_on_the_subdomain_and_not_under_the_shops_origin(nginx: Nginx) -> None:
+    """Under /_c/ of the shop's host the collector answers but its console is the collector's 404; on collect. it logs in."""
+    shop, subdomain = MODES[1], MODES[0]
+    with httpx.Client(verify=False, timeout=10) as client:
+        for path in ("/console/", "/console/login", "/console/api/summary", "/console/static/console.css"):
+            answer = client.get(f"https://127.0.0.1:{nginx.https_port}{shop.prefix}{path}", headers={"Host": shop.host})
+            assert answer.status_code == 404 and answer.json()["error"]["code"] == 404, (path, answer.text[:200])
+        login = client.post(f"https://127.0.0.1:{nginx.https_port}{shop.prefix}/console/login", data={"token": CONSOLE_TOKEN},
+                            headers={"Host": shop.host})  # fmt: skip
+        assert login.status_code == 404 and "set-cookie" not in login.headers
+        assert client.get(f"https://127.0.0.1:{nginx.https_port}{shop.prefix}/t.js", headers={"Host": shop.host}).status_code == 200
+
+        login = client.post(f"https://127.0.0.1:{nginx.https_port}/console/login", data={"token": CONSOLE_TOKEN},
+                            headers={"Host": subdomain.host})  # fmt: skip
+        assert login.status_code == 303 and login.headers["set-cookie"].startswith("collector_console=")
+        assert "Secure" in login.headers["set-cookie"] and "Path=/console" in login.headers["set-cookie"]

@@ -2,11 +2,14 @@
 
 The libraries come from PyPI as a shop installs them (``[test]`` extras); the
 collector runs on a real port with a ``collector worker`` and the vendor
-stand-ins, which check every request against the vendors' specs.
+stand-ins, which check every request against the vendors' specs. They run
+at their default settings: 100 messages a batch, Segment's uncompressed
+(up to 475 KB), RudderStack's gzipped.
 """
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -21,6 +24,10 @@ ORDER = {
     "products": [{"product_id": "KB-1", "price": 899, "quantity": 1}, {"product_id": "MS-2", "price": 349, "quantity": 2}],
 }
 VISITOR = {"ip": "203.0.113.77", "userAgent": "Mozilla/5.0 (the visitor's browser)", "page": {"url": "https://shop.example/checkout"}}
+# A product as a shop's backend describes it: about 1 KB, so that 100 of them make a batch of about 110 KB.
+PRODUCT = {"name": "Mechanical keyboard, 75 %, hot-swappable", "category": "Keyboards", "price": 899, "currency": "SEK",
+           "description": "A solid aluminium case, gasket mount, PBT keycaps. " * 18}  # fmt: skip
+CALLS = 1000
 
 
 def _configured(analytics: Any, **settings: Any) -> Iterator[Any]:
@@ -95,3 +102,20 @@ def test_a_resent_message_id_is_delivered_once(segment_library: Any, live_stack:
     live_stack.commerce.wait_for(lambda requests: any(r.json["name"] == "Marker" for r in requests), timeout=20)
     assert [e["type"] for e in _depict_events(live_stack)] == ["add_to_cart"]
     assert [r.json["name"] for r in live_stack.commerce.accepted].count("add_to_cart") == 1
+
+
+@pytest.mark.parametrize("library", ["segment_library", "rudderstack_library"])
+def test_a_thousand_tracks_at_the_library_defaults_are_all_delivered(library: str, live_stack: LiveStack, request) -> None:
+    """Batches of 100 messages of about 1 KB (past 64 KiB, within Segment's 500 KB) are taken whole, none dropped."""
+    message = {"type": "track", "event": "Product Added", "properties": {**PRODUCT, "product_id": "KB-0"}, "context": VISITOR}
+    assert 100 * len(json.dumps(message)) > 100 * 1024, "the batches must be larger than /collect's 64 KiB"
+    analytics = request.getfixturevalue(library)
+    for n in range(CALLS):
+        analytics.track(f"user-{n % 40}", "Product Added", {**PRODUCT, "product_id": f"KB-{n}"}, context=VISITOR)
+    analytics.flush()
+
+    web_events = live_stack.commerce.wait_for(CALLS, timeout=60)
+    assert len(web_events) == CALLS and {r.json["name"] for r in web_events} == {"add_to_cart"}
+    live_stack.depict.wait_for(lambda _: len(_depict_events(live_stack)) >= CALLS, timeout=60)
+    assert sorted(e["product_id"] for e in _depict_events(live_stack)) == sorted(f"KB-{n}" for n in range(CALLS))
+    assert all(r.spec_errors == [] for r in [*live_stack.depict.accepted, *web_events])

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import gzip
+import io
 import json
 from dataclasses import replace
 
@@ -113,6 +115,49 @@ def test_a_batch_over_500_kb_is_a_400_not_a_5xx(client):
                        "writeKey": BROWSER_WRITE_KEY}).encode()  # fmt: skip
     response = send(client, "/v1/batch", body, write_key=None)
     assert response.status_code == 400 and "500 KB" in response.json["message"]
+
+
+def _backend_batch(messages: int, pad: int) -> bytes:
+    """A server library's batch: ``messages`` tracks of about ``pad`` bytes each."""
+    batch = [make_segment_message(event="Product Added", userId=f"user-{n}", properties={"product_id": f"P{n}", "pad": "x" * pad})
+             for n in range(messages)]  # fmt: skip
+    return json.dumps({"batch": batch}).encode()
+
+
+def _post_framed(client, body: bytes, framing: str):
+    """POST a server key's batch with a Content-Length, chunked (no length), or gzipped."""
+    headers = {"Authorization": basic(SERVER_WRITE_KEY), "Content-Type": "application/json"}
+    if framing == "gzip":
+        return client.post("/v1/batch", data=gzip.compress(body), headers={**headers, "Content-Encoding": "gzip"})
+    if framing == "chunked":
+        return client.post("/v1/batch", input_stream=io.BytesIO(body), headers={**headers, "Transfer-Encoding": "chunked"},
+                           environ_overrides={"wsgi.input_terminated": True})  # fmt: skip
+    return client.post("/v1/batch", data=body, headers=headers)
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked", "gzip"])
+def test_a_backends_batch_past_64_kib_is_taken_however_it_is_framed(client, redis_client, framing):
+    """segment-analytics-python's default batch (100 messages, about 110 KB) is within Segment's 500 KB, not /collect's 64 KiB."""
+    body = _backend_batch(100, 900)
+    assert 100 * 1024 < len(body) < 500 * 1024
+    response = _post_framed(client, body, framing)
+    assert response.status_code == 200, response.json
+    assert response.json["accepted"] == 100 and len(queued(redis_client, destination="commerce")) == 100
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked", "gzip"])
+def test_a_batch_past_500_kb_is_a_400_however_it_is_framed(client, redis_client, framing):
+    body = _backend_batch(30, 17_000)
+    assert len(body) > 500 * 1024
+    response = _post_framed(client, body, framing)
+    assert response.status_code == 400 and "500 KB" in response.json["message"]
+    assert not queued(redis_client, destination="commerce")
+
+
+def test_collect_keeps_its_64_kib(client):
+    """The /v1 limit is /v1's own: /collect still refuses a body past 64 KiB."""
+    response = client.post("/collect", data=b" " * (64 * 1024 + 1), headers={"Origin": ORIGIN, "Content-Type": "text/plain"})
+    assert response.status_code == 413
 
 
 def test_a_gzip_bomb_is_refused_once_it_inflates_past_500_kb(client):
@@ -229,6 +274,93 @@ def test_analytics_next_loads_its_settings_from_the_collector(client):
     assert segment_io["apiHost"] == "localhost/v1" and segment_io["apiKey"] == BROWSER_WRITE_KEY
     assert response.json["remotePlugins"] == [] and response.json["metrics"]["sampleRate"] == 0
     assert client.get("/v1/projects/nobody/settings").status_code == 401
+
+
+def app_with(site_config, redis_url: str, **settings):
+    config = dataclasses.replace(site_config, settings=dataclasses.replace(site_config.settings, **settings))
+    return create_app({"COLLECTOR_CONFIG": config, "REDIS_URL": redis_url, "TESTING": True})
+
+
+def test_the_settings_document_names_the_host_only_the_trusted_hop_reports(site_config, redis_url):
+    """apiHost is the trusted proxy's X-Forwarded-Host (the last one), never a client's, and no shared cache keeps it."""
+    settings = f"/v1/projects/{BROWSER_WRITE_KEY}/settings"
+    behind_one = app_with(site_config, redis_url, trusted_proxy_hops=1).test_client()
+    answer = behind_one.get(settings, headers={"X-Forwarded-Host": "evil.example, collect.shop.example"})
+    assert answer.json["integrations"]["Segment.io"]["apiHost"] == "collect.shop.example/v1"
+    assert answer.headers["Cache-Control"] == "private, max-age=300"
+    assert behind_one.get(settings, headers={"X-Forwarded-Host": "evil.example/x?"}).status_code == 400
+    direct = app_with(site_config, redis_url).test_client()
+    answer = direct.get(settings, headers={"X-Forwarded-Host": "evil.example"}, base_url="https://collect.shop.example")
+    assert answer.json["integrations"]["Segment.io"]["apiHost"] == "collect.shop.example/v1"
+    assert answer.json["integrations"]["Segment.io"]["protocol"] == "https"
+
+
+def test_a_server_write_key_gets_no_settings_and_no_source_config(client):
+    """The two documents an SDK loads in the page name their key: a server key, a secret, gets the unknown key's 401."""
+    for answer in (
+        client.get(f"/v1/projects/{SERVER_WRITE_KEY}/settings"),
+        client.get(f"/sourceConfig/?writeKey={SERVER_WRITE_KEY}", headers={"Authorization": basic(SERVER_WRITE_KEY)}),
+    ):
+        assert answer.status_code == 401 and answer.json["message"] == "unknown write key"
+        assert SERVER_WRITE_KEY not in answer.get_data(as_text=True)
+
+
+def refusal_lines(caplog) -> list[str]:
+    return [record.getMessage() for record in caplog.records if record.name == "collector.errors"]
+
+
+def test_each_refusal_is_logged_once_with_the_keys_name_never_the_key(client, caplog):
+    """400, 401 (an unknown key, a server key out of Basic auth) and their reasons, with where the key is configured."""
+    caplog.set_level("WARNING")
+    send(client, "/v1/batch", {"batch": [{"type": "track"}]})
+    send(client, "/v1/t", make_segment_message(event="X"), write_key="guessed-key-123")
+    send(client, "/v1/t", make_segment_message(event="X"), write_key=SERVER_WRITE_KEY)
+    client.get(f"/v1/projects/{SERVER_WRITE_KEY}/settings")
+    lines = refusal_lines(caplog)
+    assert len(lines) == 4, lines
+    assert lines[0] == f"POST /v1/batch refused with 400: no message was valid (write key: sites.{SITE}.sources.write_keys[0])"
+    assert lines[1].startswith("POST /v1/t refused with 401: unknown write key (write key: unknown, fingerprint ")
+    assert lines[2].endswith(f"(write key: sites.{SITE}.sources.server_write_keys[0])")
+    assert lines[3] == f"GET /v1/projects/<write key>/settings refused with 401: unknown write key (write key: sites.{SITE}.sources.server_write_keys[0])"
+    for secret in (SERVER_WRITE_KEY, BROWSER_WRITE_KEY, "guessed-key-123"):
+        assert secret not in caplog.text
+
+
+def test_over_the_rate_limit_v1_answers_segments_429_and_logs_it(site_config, redis_url, caplog):
+    caplog.set_level("WARNING")
+    client = app_with(site_config, redis_url, rate_limit="2 per minute").test_client()
+    statuses = [send(client, "/v1/t", make_segment_message(event="X"), write_key=None, auth=basic(BROWSER_WRITE_KEY)) for _ in range(3)]
+    assert [answer.status_code for answer in statuses] == [200, 200, 429]
+    refused = statuses[-1]
+    assert refused.json["code"] == "rate_limited" and refused.json["error"]["code"] == 429 and refused.headers["Retry-After"]
+    assert refusal_lines(caplog) == [
+        f"POST /v1/t refused with 429: {refused.json['message']} (write key: sites.{SITE}.sources.write_keys[0])"
+    ]
+
+
+@pytest.mark.parametrize(
+    "path", [f"/v1/projects/{BROWSER_WRITE_KEY}/settings", f"/sourceConfig/?writeKey={BROWSER_WRITE_KEY}"]
+)
+def test_the_documents_the_sdks_load_are_rate_limited_like_collect(site_config, redis_url, path):
+    client = app_with(site_config, redis_url, rate_limit="3 per minute").test_client()
+    statuses = [client.get(path, headers={"Authorization": basic(BROWSER_WRITE_KEY)}).status_code for _ in range(4)]
+    assert statuses == [200, 200, 200, 429]
+
+
+def test_refusal_lines_are_rate_limited_and_the_next_line_counts_the_rest(app, caplog):
+    from collector.errors import RefusalLog
+
+    caplog.set_level("WARNING")
+    now = [0.0]
+    refusals = RefusalLog(per_minute=3, clock=lambda: now[0])
+    with app.test_request_context("/v1/t", method="POST"):
+        for _ in range(5):
+            refusals.refused(401, "unknown write key", "none read")
+        now[0] += 20  # a minute's third: one line's worth
+        refusals.refused(401, "unknown write key", "none read")
+    lines = refusal_lines(caplog)
+    assert len(lines) == 4
+    assert lines[-1] == "POST /v1/t refused with 401: unknown write key (write key: none read) [and 2 refusals before it, not logged]"
 
 
 def test_rudderstack_loads_its_source_config_from_the_collector(client):
