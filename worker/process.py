@@ -207,6 +207,15 @@ class DeliveryWorker(SimpleWorker):
             super().run_maintenance_tasks()
 
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
+        """RQ's dequeue; none once the process was told to stop.
+
+        RQ installs its signal handlers only after it has started the
+        scheduler; a SIGTERM before that reaches the process's own handler,
+        which sets ``stopping`` but not RQ's flag. No job (None) ends RQ's
+        loop, within a second of the signal.
+        """
+        if self.stopping.is_set():
+            return None
         with self._noting_loss():
             return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
 

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -125,3 +126,29 @@ def test_told_to_stop_mid_job_it_sends_nothing_more_and_puts_the_rest_back(runni
     assert len(sent) == 16 and len(waiting) == 4, f"sent {len(sent)}, waiting {len(waiting)}; log:\n{log_tail(tmp_path)}"
     assert sent | waiting == {web_event_id(SITE, event["id"]) for event in events}
     assert stopped_after < 5, "it waited for more than the requests in flight"
+
+
+def test_a_stop_that_came_before_rqs_signal_handlers_still_ends_the_worker(redis_client):
+    """A SIGTERM while RQ starts its scheduler reaches only the process's own handler (``stopping``): the loop ends anyway."""
+    from rq.serializers import JSONSerializer
+
+    from worker.process import DeliveryWorker, worker_queue
+
+    stopping = threading.Event()
+    stopping.set()
+    worker = DeliveryWorker([worker_queue(redis_client, "commerce")], connection=redis_client, serializer=JSONSerializer, stopping=stopping)
+
+    def hung(*_: object) -> None:
+        raise TimeoutError("the worker did not end its loop")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(15)
+    try:
+        started = time.monotonic()
+        worker.work(with_scheduler=False)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    assert time.monotonic() - started < 15
