@@ -6,7 +6,7 @@
  *
  *   collector('track', TYPE, PROPS)   collector('identify', {user_id, account_id})
  *   collector('page')                 collector('consent', false | true)
- *   collector('flush')
+ *   collector('flush')                collector('debug', true | false)
  *
  * It posts {"site": ..., "consent": true, "events": [...]} as a JSON string (so text/plain:
  * no CORS preflight) to `collect` next to this script (.../_c/t.js posts to .../_c/collect,
@@ -35,6 +35,12 @@
  * so two tabs may both send an event: the dedupe absorbs that too. Storage
  * refused or full: the snippet works from memory, and nothing throws.
  *
+ * Debug: with data-debug on the tag, or after collector('debug', true) until
+ * collector('debug', false), it logs each batch it sends (fetch or beacon) and
+ * each answer of the collector (status and body: what was accepted, each
+ * refused event with its reasons, or the error) by console.log('collector', ...).
+ * Silent otherwise.
+ *
  * Privacy: nothing is sent until the site's settings are known
  * (GET /sites/<site>/settings.json, cached in localStorage). With
  * require_consent, nothing is sent nor stored until consent(true). With
@@ -49,7 +55,7 @@
  * The minifier (rjsmin) only strips whitespace and comments, and the budget
  * is 2,048 bytes gzip: hence short names, and parameters used as locals.
  *   E swallowed errors   w(f) f, wrapped   g/p localStorage get/put (JSON)
- *   S site settings   C consent   U identify()'s ids   A anonymous id
+ *   S site settings   C consent   DB debug on   U identify()'s ids   A anonymous id
  *   Z session [id, time of its last event]   Q queue   I batch in flight
  *   T flush timer   RT retry timer   N failures in a row
  *   L URL of the last page view   M card -> timer, or -1 once seen
@@ -57,7 +63,7 @@
  *   fl() flush   go() send a batch by fetch   re() retry later   bk() beacon all
  *   sv(o, d) store the ids and, unless o, the queue (d: answered events)
  *   nb(a) how many of a's events the first batch takes   bd() request body
- *   cfg() load the settings   pv() page view
+ *   lg() log when debugging   cfg() load the settings   pv() page view
  *   pr() a card's props   wa() watch cards for element_visible
  */
 (function (W, D, X, E, w) {
@@ -97,6 +103,7 @@
       rid = () => crypto.getRandomValues(new Uint8Array(20)).reduce((s, b) => s + (b % 36).toString(36), ''),
       S = g('s'),
       C = g('c'),
+      DB = 'debug' in me.dataset,
       U = {},
       A,
       Z,
@@ -114,6 +121,7 @@
       off = () => C === !1 || S?.honor_gpc && X.globalPrivacyControl,
       // store and send nothing: as above, or consent required and not given
       hd = () => off() || S?.require_consent && !C,
+      lg = (...a) => DB && console.log('collector', ...a),
       // o: only the ids (the queue is saved when flushed, hidden or answered). The stored queue is shared by the
       // site's tabs: this tab's events replace their stored copies, d (answered) leave, the others stay
       sv = (o, d, h, k) => {
@@ -161,8 +169,8 @@
         go()
       }),
 
-      // consent: true once given (a site that requires it drops events without it)
-      bd = b => JSON.stringify({ site, consent: C, events: b }),
+      // consent: true once given (a site that requires it drops events without it); debug: the batch
+      bd = b => (lg(b), JSON.stringify({ site, consent: C, events: b })),
       // batches of at most 10 events (the collector's Web Events budget per request) and 20,000 UTF-16 code units of JSON,
       // which is at most 60 KB of UTF-8 whatever the text
       nb = (a, i = 0, n = 0) => {
@@ -177,6 +185,8 @@
         fetch(EP, { method: 'POST', body: bd(b), keepalive: !0, credentials: 'include' }).then(
           w((r, s) => {
             s = r.status;
+            // debug: the answer as it came (what was accepted, each refused event and why, or the error)
+            DB && r.text().then(t => lg(s, t));
             s == 408 || s == 429 || s > 499
               ? re(r.headers.get('Retry-After'))
               : (I = [], N = 0, sv(0, b), go()) // accepted, or refused for good (other 4xx): never sent again
@@ -225,6 +235,7 @@
       cm = {
         track: ev,
         flush: fl,
+        debug: a => DB = a,
         page: () => pv(1),
         identify: a => {
           U = { user_id: a.user_id, account_id: a.account_id };
