@@ -149,15 +149,27 @@ def test_without_usable_storage_nothing_throws_and_events_are_still_sent(tab, re
 
 
 def test_tabs_keep_each_others_stored_events(tab, recorder, page_factory):
-    """A tab writing the store keeps the events other tabs left there; the next page sends them all, each id once."""
+    """A tab writing the store keeps the events other tabs left there; the next page sends them all, each id once.
+
+    Each tab first settles (its first batch refused with Retry-After: 60, so no
+    timer of its own writes the store during the test), and each step waits
+    until the other tab sees the last write: Chromium passes localStorage
+    changes between renderers asynchronously, and this test is about the
+    snippet's merge, not about that window.
+    """
     recorder.fail_next(1000, 503, retry_after="60")  # nothing is accepted: everything stays stored
     b = tab.context.new_page()
     b.goto(page_factory(), wait_until="load")
-    b.evaluate("collector('track', 'ws_click', {product_id: 'B'}); collector('flush')")
+    recorder.wait_for(lambda: len(recorder.posts()) >= 1, what="b's first batch")
     tab.goto(page_factory())
+    recorder.wait_for(lambda: len(recorder.posts()) >= 2, what="the tab's first batch")
+    b.evaluate("collector('track', 'ws_click', {product_id: 'B'}); collector('flush')")
+    tab.page.wait_for_function("localStorage._col_q.includes('\"B\"')")
     tab.call("track", "add_to_cart", {"product_id": "A"})
     tab.call("flush")
+    b.wait_for_function("localStorage._col_q.includes('\"A\"')")
     b.evaluate("collector('track', 'ws_click', {product_id: 'B2'}); collector('flush')")  # b rewrites the store
+    tab.page.wait_for_function("localStorage._col_q.includes('\"B2\"')")
     kept = tab.page.evaluate("JSON.parse(localStorage._col_q).map(e => e.props.product_id || e.type)")
     assert sorted(kept) == ["A", "B", "B2", "page_view", "page_view"], kept
     b.close()
