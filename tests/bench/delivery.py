@@ -75,7 +75,7 @@ class Plan:
 
 
 FULL = Plan(events=6_000, timeout_seconds=120)
-QUICK = Plan(events=800, timeout_seconds=60)
+QUICK = Plan(events=800, timeout_seconds=60, rounds=3)
 
 
 @dataclass(frozen=True)

@@ -100,7 +100,7 @@ RSS_TARGET_MB = 150.0
 RSS_EVERY_SECONDS = 0.5
 BACKLOG_MARGIN = 1.5  # a run's backlog: the bare client's rate x the run's seconds x this
 MIN_BACKLOG = 2_000
-MAX_BARE_REQUESTS = 20_000  # distinct requests handed to a bare client; beyond, it cycles (what it costs to pickle them)
+MAX_BARE_REQUESTS = 5_000  # distinct requests handed to a bare client; beyond, it cycles (what it costs to pickle them)
 PROFILE_RATE = 100  # py-spy samples per second
 PARTS = ("HTTP client", "JSON", "ledger", "RQ", "redis-py", "worker/jobs glue", "other")
 
@@ -117,8 +117,8 @@ class Plan:
     depict_at: tuple[float, ...]  # the latencies at which Depict's batched path is measured too
 
 
-FULL = Plan(10_000, 3.0, 8.0, 40.0, 100_000, 150.0, 8.0, (150.0, 50.0))
-QUICK = Plan(2_000, 2.0, 4.0, 20.0, 10_000, 25.0, 4.0, (150.0,))
+FULL = Plan(10_000, 3.0, 8.0, 40.0, 100_000, 120.0, 8.0, (150.0, 50.0))
+QUICK = Plan(2_000, 1.5, 3.0, 14.0, 10_000, 12.0, 3.0, ())
 
 
 # the deliveries
@@ -316,8 +316,10 @@ def _sleep_until(moment: float) -> None:
     time.sleep(max(moment - time.time(), 0.0))
 
 
-def backlog_size(rate: Rate, seconds: float) -> int:
-    return max(int(rate.requests_per_second * seconds * BACKLOG_MARGIN), MIN_BACKLOG)
+def backlog_size(rate: Rate, seconds: float, margin: float = BACKLOG_MARGIN) -> int:
+    """Deliveries enough for ``seconds`` at ``margin`` x the bare client's rate: the worker's backlog never runs out
+    (it outlives its window: ``worker_rate`` says so if not) and costs no more to build than it must."""
+    return max(int(rate.requests_per_second * seconds * margin), MIN_BACKLOG)
 
 
 def delivery_pid(redis: Redis, destination: str) -> int | None:
@@ -393,7 +395,7 @@ def cpu_bound(lab: Lab, stack_dir: Path) -> CpuResult:
     bare = bare_rate(lab, "commerce", 0.0)
     seconds = lab.plan.warm_seconds + lab.plan.window_seconds + lab.plan.profile_seconds + 4
     with worker_running(lab, "0 ms, Commerce") as worker:
-        start = fill_worker(lab, worker, {"commerce": backlog_size(bare, seconds)})
+        start = fill_worker(lab, worker, {"commerce": backlog_size(bare, seconds, margin=1.1)})
         ours = worker_rate(lab, worker, "commerce", start)
         pid = delivery_pid(lab.redis, "commerce")
         if pid is None:
@@ -578,6 +580,7 @@ class DrainResult:
     seconds: float  # until the last arrival, or the cap
     capped: bool
     peak_rss_mb: float
+    rss_of: str  # which process the RSS is of
     duplicates: int
 
     @property
@@ -620,6 +623,7 @@ def drain(lab: Lab) -> DrainResult:
     receipts = lab.standin.receipts
     with worker_running(lab, "drain") as worker:
         pid = delivery_pid(lab.redis, "commerce")
+        rss_of = f"Commerce delivery process, PID {pid}" if pid else f"supervisor, PID {worker.pid} (no Commerce process in RQ's registry)"
         entries = list(lab.backlog.copies("commerce", events))
         receipts.reset()
         with PeakRss(pid or worker.pid) as rss:
@@ -634,18 +638,19 @@ def drain(lab: Lab) -> DrainResult:
             delivered = receipts.count("commerce")
             seconds = (time.time() - start) if capped else receipts.last_arrival() - start
         duplicates = receipts.duplicates("commerce")
-    return DrainResult(events, delivered, seconds, capped, rss.peak / 2**20, duplicates)
+    return DrainResult(events, delivered, seconds, capped, rss.peak / 2**20, rss_of, duplicates)
 
 
 def print_drain(result: DrainResult, bare: Rate) -> None:
     bare_seconds = result.events / bare.events_per_second if bare.events_per_second else math.nan
     done = (f"{result.seconds:.1f} s" if not result.capped
             else f"capped at {result.seconds:.0f} s with {result.delivered:,} delivered: projected {result.projected_seconds:.0f} s")  # fmt: skip
-    print(table(["drain at 150 ms", "events", "time", "events/s", "peak RSS (Commerce process)", "duplicates",
+    print(table(["drain at 150 ms", "events", "time", "events/s", "peak RSS", "duplicates",
                  f"bare client at its rate ({bare.events_per_second:.0f}/s)"],
                 [[f"{result.events:,} Commerce events", f"{result.events:,}", done,
                   f"{result.delivered / result.seconds:.0f}" if result.seconds else "—", f"{result.peak_rss_mb:.0f} MB",
                   result.duplicates, f"{bare_seconds:.0f} s"]]))  # fmt: skip
+    print(f"peak RSS: of the {result.rss_of}, sampled every {RSS_EVERY_SECONDS:g} s with psutil")
 
 
 # the stage
@@ -672,8 +677,21 @@ def prepare(stack: Stack, plan: Plan) -> Lab:
     return Lab(stack, redis, redis_server.url, standin, config, Backlog(entries), worker_vendor_clients(config), plan)
 
 
+class Clock:
+    """Seconds since the previous call, for the sections' ``(N s)`` lines."""
+
+    def __init__(self) -> None:
+        self._last = time.monotonic()
+
+    def lap(self) -> None:
+        now = time.monotonic()
+        print(f"({now - self._last:.0f} s)")
+        self._last = now
+
+
 def run(quick: bool = False) -> list[Row]:
     plan = QUICK if quick else FULL
+    clock = Clock()
     heading("2b. Delivery at a vendor's latency: collector worker vs a bare aiohttp client")
     print(f"stand-in: latency_standin.py (aiohttp.web, {bare_aiohttp.loop_name()}, 2 processes on one port); "
           f"bare client: aiohttp on {bare_aiohttp.loop_name()}, {bare_aiohttp.IN_FLIGHT} requests in flight, one process "
@@ -684,27 +702,35 @@ def run(quick: bool = False) -> list[Row]:
         policy = load_config(lab.config).settings.delivery
         print(f"worker delivery settings (defaults): deliveries_per_job = {policy.deliveries_per_job}, "
               f"concurrency = {policy.concurrency}")  # fmt: skip
+        clock.lap()
 
-        heading("2b.1 Vendor latency 150 ms and 50 ms (Commerce alone; Depict alone, 10 events per request)")
+        depict = (f"Depict alone, 10 events per request, at {' and '.join(f'{ms:g} ms' for ms in plan.depict_at)}"
+                  if plan.depict_at else "Depict's batched path: in 2b.4, beside Commerce")  # fmt: skip
+        heading(f"2b.1 Vendor latency 150 ms and 50 ms (Commerce alone; {depict})")
         latencies = [at_latency(lab, latency, latency in plan.depict_at) for latency in (150.0, 50.0)]
         print_latency(latencies)
+        clock.lap()
 
         heading("2b.2 Vendor at 0 ms: CPU per delivery (Commerce alone)")
         cpu = cpu_bound(lab, stack.dir)
         print_cpu(cpu)
+        clock.lap()
 
         heading(f"2b.3 Commerce rate-limited to {LIMIT_RATE} requests/s (fixed 1 s windows, 429 + Retry-After: 1 beyond)")
         limited = rate_limited(lab)
         print_limited(limited, plan.limited_seconds)
+        clock.lap()
 
         heading("2b.4 Depict slows to 2 s under a running worker (Commerce at 150 ms, both outboxes full)")
         at_150 = latencies[0]
         slow = slow_depict(lab, at_150.bare, at_150.depict_bare or at_150.bare)
         print_slow(slow)
+        clock.lap()
 
         heading(f"2b.5 Drain: {plan.drain_events:,} Commerce events at 150 ms (capped at {plan.drain_cap_seconds:g} s)")
         drained = drain(lab)
         print_drain(drained, at_150.bare)
+        clock.lap()
 
         print("\nworker logs (warnings and errors, per run):" if lab.findings else "\nworker logs: no warnings or errors")
         for finding in lab.findings:
