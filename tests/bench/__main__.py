@@ -10,7 +10,9 @@ Each target of the issue is a ratio to a baseline measured in the same run,
 so that a noisy machine moves both:
 
 1. ingest     ``POST /collect`` req/s >= 0.5 of the floor's (JSON parse + one RPUSH), p99 <= 3x its p99 (``ingest.py``)
-2. delivery   the worker's events/s >= 0.85 of a bare pooled httpx client's, median of 5 alternated rounds (``delivery.py``)
+2. delivery   the worker's events/s >= 0.85 of a bare pooled httpx client's, median of 5 alternated rounds (``delivery.py``);
+              at a vendor's latency (150, 50 ms) >= 0.85 of bare aiohttp with 256 in flight, per CPU second at 0 ms >= 0.5,
+              a 200/s rate limit, a slow Depict, the drain of 100,000 events (``vendor_speed.py``)
 3. e2e        browser track -> vendor: median < 1.5 s by default, < 100 ms with flush (``e2e.py``)
 4. footprint  Redis bytes per delivered event-day <= 40 (vs a key per id); a one-hour outage of one vendor at
               1,000 events/s < 1 GiB of Redis (vs one RQ job per event) (``footprint.py``)

@@ -55,6 +55,7 @@ import itertools
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -277,16 +278,19 @@ def log_findings(path: Path, keep: int = 4) -> list[str]:
         lines = path.read_text(errors="replace").splitlines()
     except OSError:
         return []
-    notable = [line for line in lines if any(word in line for word in ("WARNING", "ERROR", "CRITICAL", "Traceback"))]
+    notable = [line for line in lines if _LEVELS.search(line)]
     counted = Counter(_without_numbers(line) for line in notable)
     return [f"{count} x {text[:200]}" for text, count in counted.most_common(keep)]
 
 
+_LEVELS = re.compile(r"WARNING|ERROR|CRITICAL|Traceback")
+_NUMBERS = re.compile(r"(?<!HTTP )(?<!\d)\d+")  # an HTTP status stays
+
+
 def _without_numbers(line: str) -> str:
-    """A log line with its timestamp, PIDs and ids blurred, so that repeats count as one."""
-    words = line.split()
-    kept = [word for word in words if not any(ch.isdigit() for ch in word)]
-    return " ".join(kept)
+    """A log line from its level on, numbers (counts, times, PIDs) as N, so that lines of one kind count as one."""
+    found = _LEVELS.search(line)
+    return _NUMBERS.sub("N", line[found.start() if found else 0 :])
 
 
 def fill_worker(lab: Lab, worker: Service, needs: dict[str, int]) -> float:
