@@ -25,8 +25,8 @@ and two stages with no target, figures for sizing and cost:
 7. cost       CPU seconds per million events end to end (gunicorn, collector worker, redis-server)
               next to the floor's (floor app + bare client) in the same run (``cost.py``)
 
-``--quick`` makes every run short (a smoke check, about three to four minutes);
-the full run takes about twelve to fifteen minutes (the redis stage about two of them).
+``--quick`` makes every run short (a smoke check, about six minutes);
+the full run takes about eighteen to twenty-two minutes (the delivery stage about eight of them, the redis stage about two).
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def stage_list(value: str) -> list[str]:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m tests.bench", description=DESCRIPTION)
-    parser.add_argument("--quick", action="store_true", help="short runs, for a smoke check (about 4 minutes)")
+    parser.add_argument("--quick", action="store_true", help="short runs, for a smoke check (about 6 minutes)")
     parser.add_argument("--only", type=stage_list, default=list(STAGES), metavar="STAGES",
                         help=f"comma-separated stages among {','.join(STAGES)} (default: all)")  # fmt: skip
     return parser.parse_args(argv)
