@@ -293,7 +293,7 @@ def _without_numbers(line: str) -> str:
     return _NUMBERS.sub("N", line[found.start() if found else 0 :])
 
 
-def fill_worker(lab: Lab, worker: Service, needs: dict[str, int]) -> float:
+def fill_worker(lab: Lab, needs: dict[str, int]) -> float:
     """Put ``needs[destination]`` fresh deliveries in each outbox and wake the dispatcher; returns when."""
     for destination, deliveries in needs.items():
         push(lab.redis, destination, list(lab.backlog.copies(destination, deliveries)))
@@ -301,12 +301,12 @@ def fill_worker(lab: Lab, worker: Service, needs: dict[str, int]) -> float:
     return time.time()
 
 
-def worker_rate(lab: Lab, worker: Service, destination: str, start: float, processes: list[psutil.Process] | None = None) -> Rate:
-    """The worker's rate to ``destination`` over the window after ``start`` + warm-up; CPU of ``processes``
-    (default: the whole worker) over the same window."""
+def worker_rate(lab: Lab, worker: Service, destination: str, start: float) -> Rate:
+    """The worker's rate to ``destination`` over the window after ``start`` + warm-up, and the CPU its whole
+    process tree used meanwhile."""
     window_start = start + lab.plan.warm_seconds
     _sleep_until(window_start)
-    group = processes if processes is not None else worker.processes()
+    group = worker.processes()
     before = cpu_seconds(group)
     _sleep_until(window_start + lab.plan.window_seconds)
     used = cpu_seconds(group) - before
@@ -360,7 +360,7 @@ def at_latency(lab: Lab, latency_ms: float, with_depict: bool) -> LatencyResult:
 
 def ours_alone(lab: Lab, destination: str, bare: Rate, what: str) -> Rate:
     with worker_running(lab, what) as worker:
-        start = fill_worker(lab, worker, {destination: backlog_size(bare, lab.plan.warm_seconds + lab.plan.window_seconds + 3)})
+        start = fill_worker(lab, {destination: backlog_size(bare, lab.plan.warm_seconds + lab.plan.window_seconds + 3)})
         return worker_rate(lab, worker, destination, start)
 
 
@@ -399,7 +399,7 @@ def cpu_bound(lab: Lab, stack_dir: Path) -> CpuResult:
     bare = bare_rate(lab, "commerce", 0.0)
     seconds = lab.plan.warm_seconds + lab.plan.window_seconds + lab.plan.profile_seconds + 4
     with worker_running(lab, "0 ms, Commerce") as worker:
-        start = fill_worker(lab, worker, {"commerce": backlog_size(bare, seconds, margin=1.1)})
+        start = fill_worker(lab, {"commerce": backlog_size(bare, seconds, margin=1.1)})
         ours = worker_rate(lab, worker, "commerce", start)
         pid = delivery_pid(lab.redis, "commerce")
         if pid is None:
@@ -519,7 +519,7 @@ class LimitResult:
 def rate_limited(lab: Lab) -> LimitResult:
     lab.standin.configure(VendorSettings(delay_ms=LIMIT_DELAY_MS), VendorSettings(delay_ms=LIMIT_DELAY_MS, rate=LIMIT_RATE))
     with worker_running(lab, f"{LIMIT_RATE}/s limit, Commerce") as worker:
-        start = fill_worker(lab, worker, {"commerce": int(LIMIT_RATE * lab.plan.limited_seconds * 2)})
+        start = fill_worker(lab, {"commerce": int(LIMIT_RATE * lab.plan.limited_seconds * 2)})
         window = lab.plan.limited_seconds - LIMIT_WARM_SECONDS
         _sleep_until(start + lab.plan.limited_seconds)
         time.sleep(0.3)
@@ -554,7 +554,7 @@ def slow_depict(lab: Lab, reference: Rate, depict_reference: Rate) -> SlowResult
     plan = lab.plan
     seconds = 2 * (plan.warm_seconds + plan.window_seconds) + 5
     with worker_running(lab, "Depict 2 s, Commerce 150 ms") as worker:
-        start = fill_worker(lab, worker, {"commerce": backlog_size(reference, seconds),
+        start = fill_worker(lab, {"commerce": backlog_size(reference, seconds),
                                           "depict": backlog_size(depict_reference, seconds)})  # fmt: skip
         before = worker_rate(lab, worker, "commerce", start)
         depict_before = lab.count("collector worker", "depict", start + plan.warm_seconds, plan.window_seconds)
