@@ -103,13 +103,17 @@ BACKLOG_MARGIN = 1.5  # a run's backlog: the bare client's rate x the run's seco
 MIN_BACKLOG = 2_000
 MAX_BARE_REQUESTS = 5_000  # distinct requests handed to a bare client; beyond, it cycles (what it costs to pickle them)
 PROFILE_RATE = 100  # py-spy samples per second
+STEADY_SHARE = 0.1  # the worker's rate is steady when two seconds in a row differ by at most this share
+STEADY_POLL_SECONDS = 0.25
+WRITE_LAG_SECONDS = 0.3  # a stand-in's line is written when the answer leaves: this long after the delay, all are in
 PARTS = ("HTTP client", "JSON", "ledger", "RQ", "redis-py", "worker/jobs glue", "other")
 
 
 @dataclass(frozen=True)
 class Plan:
     events: int  # queued through /collect once; every run uses copies of them
-    warm_seconds: float
+    warm_seconds: float  # the bare client's warm-up, and the least of the worker's (see steady_from)
+    most_warm_seconds: float  # the worker's warm-up at most, when its rate does not settle before
     window_seconds: float
     limited_seconds: float  # the 429 run, its first LIMIT_WARM_SECONDS not counted
     drain_events: int
@@ -118,8 +122,8 @@ class Plan:
     depict_at: tuple[float, ...]  # the latencies at which Depict's batched path is measured too
 
 
-FULL = Plan(10_000, 3.0, 8.0, 40.0, 100_000, 120.0, 8.0, (150.0, 50.0))
-QUICK = Plan(2_000, 1.5, 3.0, 13.0, 10_000, 10.0, 2.0, ())
+FULL = Plan(10_000, 3.0, 12.0, 8.0, 40.0, 100_000, 120.0, 8.0, (150.0, 50.0))
+QUICK = Plan(2_000, 1.5, 5.0, 3.0, 13.0, 10_000, 10.0, 2.0, ())
 
 
 # the deliveries
@@ -207,6 +211,7 @@ class Rate:
     limited: int = 0  # 429s
     cpu_seconds: float = math.nan  # the sender's processes, over the window
     note: str = ""
+    start: float = 0.0  # the window's, wall clock
 
     @property
     def events_per_second(self) -> float:
@@ -243,7 +248,7 @@ class Lab:
     def count(self, sender: str, destination: str, start: float, seconds: float, cpu: float = math.nan) -> Rate:
         ok = self.standin.answers.count(destination, STATUS_OK, start, start + seconds)
         limited = self.standin.answers.count(destination, STATUS_LIMITED, start, start + seconds)
-        return Rate(sender, destination, seconds, ok.requests, ok.events, limited.requests, cpu)
+        return Rate(sender, destination, seconds, ok.requests, ok.events, limited.requests, cpu, start=start)
 
 
 def bare_rate(lab: Lab, destination: str, latency_ms: float) -> Rate:
@@ -301,19 +306,36 @@ def fill_worker(lab: Lab, needs: dict[str, int]) -> float:
     return time.time()
 
 
-def worker_rate(lab: Lab, worker: Service, destination: str, start: float) -> Rate:
-    """The worker's rate to ``destination`` over the window after ``start`` + warm-up, and the CPU its whole
-    process tree used meanwhile."""
-    window_start = start + lab.plan.warm_seconds
-    _sleep_until(window_start)
+def worker_rate(lab: Lab, worker: Service, destination: str, start: float, latency_ms: float) -> Rate:
+    """The worker's rate to ``destination`` over a window that opens once its rate is steady after ``start``
+    (:func:`steady_from`), and the CPU its whole process tree used meanwhile."""
+    window_start = steady_from(lab, destination, start, latency_ms)
     group = worker.processes()
     before = cpu_seconds(group)
     _sleep_until(window_start + lab.plan.window_seconds)
     used = cpu_seconds(group) - before
-    time.sleep(0.3)
+    time.sleep(latency_ms / 1000 + WRITE_LAG_SECONDS)
     rate = lab.count("collector worker", destination, window_start, lab.plan.window_seconds, used)
     left = lab.redis.llen(outbox_key(SITE, destination))
-    return replace(rate, note="" if left else "! backlog ran out: rate understated")
+    note = f"warm-up {window_start - start:.1f} s" + ("" if left else "; ! backlog ran out: rate understated")
+    return replace(rate, note=note)
+
+
+def steady_from(lab: Lab, destination: str, start: float, latency_ms: float) -> float:
+    """Now, once at least ``warm_seconds`` after ``start`` the last two whole seconds' accepted requests (of
+    those whose answers are surely written) differ by at most STEADY_SHARE, or ``most_warm_seconds`` after
+    ``start``: a worker that adapts its concurrency ramps up first, and its ramp is not its rate."""
+    lag = latency_ms / 1000 + WRITE_LAG_SECONDS
+    _sleep_until(start + lab.plan.warm_seconds)
+    while time.time() < start + lab.plan.most_warm_seconds:
+        settled = time.time() - lag
+        if settled - 2 >= start:
+            before = lab.standin.answers.count(destination, STATUS_OK, settled - 2, settled - 1).requests
+            last = lab.standin.answers.count(destination, STATUS_OK, settled - 1, settled).requests
+            if last and abs(last - before) <= STEADY_SHARE * max(last, before):
+                break
+        time.sleep(STEADY_POLL_SECONDS)
+    return time.time()
 
 
 def _sleep_until(moment: float) -> None:
@@ -350,18 +372,18 @@ def at_latency(lab: Lab, latency_ms: float, with_depict: bool) -> LatencyResult:
     both = VendorSettings(delay_ms=latency_ms)
     lab.standin.configure(both, both)
     bare = bare_rate(lab, "commerce", latency_ms)
-    ours = ours_alone(lab, "commerce", bare, f"{latency_ms:g} ms, Commerce")
+    ours = ours_alone(lab, "commerce", bare, latency_ms, f"{latency_ms:g} ms, Commerce")
     depict_bare = depict_ours = None
     if with_depict:
         depict_bare = bare_rate(lab, "depict", latency_ms)
-        depict_ours = ours_alone(lab, "depict", depict_bare, f"{latency_ms:g} ms, Depict")
+        depict_ours = ours_alone(lab, "depict", depict_bare, latency_ms, f"{latency_ms:g} ms, Depict")
     return LatencyResult(latency_ms, bare, ours, depict_bare, depict_ours)
 
 
-def ours_alone(lab: Lab, destination: str, bare: Rate, what: str) -> Rate:
+def ours_alone(lab: Lab, destination: str, bare: Rate, latency_ms: float, what: str) -> Rate:
     with worker_running(lab, what) as worker:
-        start = fill_worker(lab, {destination: backlog_size(bare, lab.plan.warm_seconds + lab.plan.window_seconds + 3)})
-        return worker_rate(lab, worker, destination, start)
+        start = fill_worker(lab, {destination: backlog_size(bare, lab.plan.most_warm_seconds + lab.plan.window_seconds + 3)})
+        return worker_rate(lab, worker, destination, start, latency_ms)
 
 
 def print_latency(results: list[LatencyResult]) -> None:
@@ -397,10 +419,10 @@ def cpu_bound(lab: Lab, stack_dir: Path) -> CpuResult:
     instant = VendorSettings(delay_ms=0.0)
     lab.standin.configure(instant, instant)
     bare = bare_rate(lab, "commerce", 0.0)
-    seconds = lab.plan.warm_seconds + lab.plan.window_seconds + lab.plan.profile_seconds + 4
+    seconds = lab.plan.most_warm_seconds + lab.plan.window_seconds + lab.plan.profile_seconds + 4
     with worker_running(lab, "0 ms, Commerce") as worker:
         start = fill_worker(lab, {"commerce": backlog_size(bare, seconds, margin=1.1)})
-        ours = worker_rate(lab, worker, "commerce", start)
+        ours = worker_rate(lab, worker, "commerce", start, 0.0)
         pid = delivery_pid(lab.redis, "commerce")
         if pid is None:
             return CpuResult(bare, ours, ours, {}, "no Commerce delivery process found in RQ's registry: no profile")
@@ -552,16 +574,16 @@ def slow_depict(lab: Lab, reference: Rate, depict_reference: Rate) -> SlowResult
     fast = VendorSettings(delay_ms=DRAIN_DELAY_MS)
     lab.standin.configure(fast, fast)
     plan = lab.plan
-    seconds = 2 * (plan.warm_seconds + plan.window_seconds) + 5
+    seconds = 2 * (plan.most_warm_seconds + plan.window_seconds) + 5
     with worker_running(lab, "Depict 2 s, Commerce 150 ms") as worker:
         start = fill_worker(lab, {"commerce": backlog_size(reference, seconds),
                                           "depict": backlog_size(depict_reference, seconds)})  # fmt: skip
-        before = worker_rate(lab, worker, "commerce", start)
-        depict_before = lab.count("collector worker", "depict", start + plan.warm_seconds, plan.window_seconds)
+        before = worker_rate(lab, worker, "commerce", start, DRAIN_DELAY_MS)
+        depict_before = lab.count("collector worker", "depict", before.start, plan.window_seconds)
         lab.standin.configure(VendorSettings(delay_ms=SLOW_DEPICT_MS), fast)
-        slowed = time.time()
-        after = worker_rate(lab, worker, "commerce", slowed)
-        depict_after = lab.count("collector worker", "depict", slowed + plan.warm_seconds, plan.window_seconds)
+        after = worker_rate(lab, worker, "commerce", time.time(), DRAIN_DELAY_MS)
+        time.sleep(SLOW_DEPICT_MS / 1000)  # Depict's answers to the window's last requests are written by now
+        depict_after = lab.count("collector worker", "depict", after.start, plan.window_seconds)
     return SlowResult(before, after, depict_before, depict_after)
 
 
@@ -700,7 +722,8 @@ def run(quick: bool = False) -> list[Row]:
     print(f"stand-in: latency_standin.py (aiohttp.web, {bare_aiohttp.loop_name()}, 2 processes on one port); "
           f"bare client: aiohttp on {bare_aiohttp.loop_name()}, {bare_aiohttp.IN_FLIGHT} requests in flight, one process "
           f"per destination; worker: `collector worker` at its default settings. Windows of {plan.window_seconds:g} s "
-          f"after {plan.warm_seconds:g} s of warm-up.")  # fmt: skip
+          f"after a warm-up: the bare client's {plan.warm_seconds:g} s; the worker's until its rate is steady "
+          f"(two seconds in a row within {STEADY_SHARE:.0%}), {plan.warm_seconds:g}-{plan.most_warm_seconds:g} s.")  # fmt: skip
     with Stack("vendor-speed") as stack:
         lab = prepare(stack, plan)
         policy = load_config(lab.config).settings.delivery
