@@ -10,7 +10,9 @@ Each target of the issue is a ratio to a baseline measured in the same run,
 so that a noisy machine moves both:
 
 1. ingest     ``POST /collect`` req/s >= 0.5 of the floor's (JSON parse + one RPUSH), p99 <= 3x its p99 (``ingest.py``)
-2. delivery   the worker's events/s >= 0.85 of a bare pooled httpx client's, median of 5 alternated rounds (``delivery.py``)
+2. delivery   the worker's events/s >= 0.85 of a bare pooled httpx client's, median of 5 alternated rounds (``delivery.py``);
+              at a vendor's latency (150, 50 ms) >= 0.85 of bare aiohttp with 256 in flight, per CPU second at 0 ms >= 0.5,
+              a 200/s rate limit, a slow Depict, the drain of 100,000 events (``vendor_speed.py``)
 3. e2e        browser track -> vendor: median < 1.5 s by default, < 100 ms with flush (``e2e.py``)
 4. footprint  Redis bytes per delivered event-day <= 40 (vs a key per id); a one-hour outage of one vendor at
               1,000 events/s < 1 GiB of Redis (vs one RQ job per event) (``footprint.py``)
@@ -23,8 +25,8 @@ and two stages with no target, figures for sizing and cost:
 7. cost       CPU seconds per million events end to end (gunicorn, collector worker, redis-server)
               next to the floor's (floor app + bare client) in the same run (``cost.py``)
 
-``--quick`` makes every run short (a smoke check, about three to four minutes);
-the full run takes about twelve to fifteen minutes (the redis stage about two of them).
+``--quick`` makes every run short (a smoke check, about six minutes);
+the full run takes about eighteen to twenty-two minutes (the delivery stage about eight of them, the redis stage about two).
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ def stage_list(value: str) -> list[str]:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m tests.bench", description=DESCRIPTION)
-    parser.add_argument("--quick", action="store_true", help="short runs, for a smoke check (about 4 minutes)")
+    parser.add_argument("--quick", action="store_true", help="short runs, for a smoke check (about 6 minutes)")
     parser.add_argument("--only", type=stage_list, default=list(STAGES), metavar="STAGES",
                         help=f"comma-separated stages among {','.join(STAGES)} (default: all)")  # fmt: skip
     return parser.parse_args(argv)

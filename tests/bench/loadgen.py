@@ -76,9 +76,10 @@ def timed_load(url: str, connections: int, seconds: float) -> LoadResult:
     return _python(url, connections, seconds, max_requests=None)
 
 
-def send_batches(url: str, count: int, connections: int = 8, timeout: float = 300.0) -> LoadResult:
-    """Post ``count`` batches of fresh events (or fewer, if ``timeout`` runs out first)."""
-    return _python(url, connections, timeout, max_requests=count)
+def send_batches(url: str, count: int, connections: int = 8, timeout: float = 300.0, template: str | None = None) -> LoadResult:
+    """Post ``count`` batches of fresh events (or fewer, if ``timeout`` runs out first), from ``template``
+    (``payload.batch_template``'s form) if given."""
+    return _python(url, connections, timeout, max_requests=count, template=template)
 
 
 def _wrk(url: str, connections: int, seconds: float) -> LoadResult:
@@ -108,9 +109,9 @@ def _wrk(url: str, connections: int, seconds: float) -> LoadResult:
     )
 
 
-def _python(url: str, connections: int, seconds: float, max_requests: int | None) -> LoadResult:
+def _python(url: str, connections: int, seconds: float, max_requests: int | None, template: str | None = None) -> LoadResult:
     parts = urlsplit(url)
-    template, nonce = batch_template(), new_nonce()
+    template, nonce = template or batch_template(), new_nonce()
     deadline = time.monotonic() + seconds
     tickets = itertools.count()  # next() is atomic under the GIL: one ticket per request
     limit = max_requests if max_requests is not None else float("inf")

@@ -20,6 +20,7 @@ from typing import Any
 from tests.bench.site import ORIGIN, SITE
 
 EVENTS_PER_BATCH = 10
+ACCOUNT_ANONYMOUS_IDS = 10
 _ID_SLOT = "__EVENT_ID__"
 CHROME_UA = (
     "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36"
@@ -32,8 +33,11 @@ HEADERS = {
 }
 
 
-def _event(index: int, event_id: str, ts: int) -> dict[str, Any]:
+def _event(index: int, event_id: str, ts: int, account: dict[str, Any] | None = None) -> dict[str, Any]:
     product = f"KEY-{index % 7}"
+    props: dict[str, Any] = {"product_id": product, "entity_price": "129.90", "currency": "SEK"}
+    if account is not None:
+        props["account"] = account
     return {
         "id": event_id,
         "type": "add_to_cart" if index % 2 else "page_view",
@@ -43,20 +47,31 @@ def _event(index: int, event_id: str, ts: int) -> dict[str, Any]:
         "url": f"{ORIGIN}/p/{product.lower()}?utm_source=newsletter",
         "document_referrer": "https://www.google.com/",
         "document_width": 1280,
-        "props": {"product_id": product, "entity_price": "129.90", "currency": "SEK"},
+        "props": props,
     }
 
 
-def batch(ids: list[str]) -> dict[str, Any]:
-    """One request body as a dict, with the given event ids."""
+def batch(ids: list[str], account: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One request body as a dict, with the given event ids (and, if given, an ``account`` in every event's props)."""
     ts = int(time.time() * 1000)
-    return {"site": SITE, "events": [_event(index, event_id, ts) for index, event_id in enumerate(ids)]}
+    return {"site": SITE, "events": [_event(index, event_id, ts, account) for index, event_id in enumerate(ids)]}
 
 
-def batch_template(size: int = EVENTS_PER_BATCH) -> str:
+def batch_template(size: int = EVENTS_PER_BATCH, account: dict[str, Any] | None = None) -> str:
     """The JSON body with ``%s`` for each event id, for ``template % tuple(ids)``."""
-    text = json.dumps(batch([_ID_SLOT] * size), separators=(",", ":")).replace("%", "%%")
+    text = json.dumps(batch([_ID_SLOT] * size, account), separators=(",", ":")).replace("%", "%%")
     return text.replace(_ID_SLOT, "%s")
+
+
+def commerce_account(anonymous_ids: int = ACCOUNT_ANONYMOUS_IDS) -> dict[str, Any]:
+    """An Account that the default ``account_fields`` let through (identifiers only), which makes each
+    Commerce Web Event body about 581 bytes, the size the issue's delivery figures were measured with."""
+    return {
+        "id": "acc_bench0000000000",
+        "anonymousIds": [f"anon_{n:02d}_0123456789abcdef0123456789" for n in range(anonymous_ids)],
+        "consumer": "con_bench0000000000000000",
+        "lead": "lead_bench000000000000000",
+    }
 
 
 def new_nonce() -> str:
