@@ -439,9 +439,9 @@ def config_keys() -> set[str]:
 
 def _keys_of(schema: Schema) -> set[str]:
     keys: set[str] = set()
-    for name, field in schema.fields.items():
-        keys.add(field.data_key or name)
-        nested = field if isinstance(field, fields.Nested) else getattr(field, "value_field", None)
+    for name, declared in schema.fields.items():
+        keys.add(declared.data_key or name)
+        nested = declared if isinstance(declared, fields.Nested) else getattr(declared, "value_field", None)
         if isinstance(nested, fields.Nested) and isinstance(nested.schema, Schema):
             keys |= _keys_of(nested.schema)
     return keys

@@ -39,6 +39,26 @@ from tests.vendors import CommerceStandIn, DepictStandIn
 from worker.dead_letters import DeadLetter, DeadLetters
 
 READY_SECONDS = 45
+SEND_DEADLINE_SECONDS = 60
+
+
+def send_as_the_snippet(url: str, events: list[dict], site: str = SITE) -> bool:
+    """POST ``events`` to ``url``'s /collect as the snippet does: retry 503 and connection errors until
+    acknowledged (at most ``SEND_DEADLINE_SECONDS``); True when 202, AssertionError on any other answer."""
+    body = json.dumps({"site": site, "events": events})
+    deadline = time.monotonic() + SEND_DEADLINE_SECONDS
+    while time.monotonic() < deadline:
+        try:
+            answer = httpx.post(f"{url}/collect", content=body, headers={"Content-Type": "text/plain", "Origin": ORIGIN}, timeout=10)
+        except httpx.TransportError:
+            time.sleep(0.2)
+            continue
+        if answer.status_code == 202:
+            return True
+        if answer.status_code != 503:
+            raise AssertionError(f"/collect answered {answer.status_code}: {answer.text}")
+        time.sleep(min(float(answer.headers.get("Retry-After", "1")), 1.0))
+    return False
 STOP_SECONDS = 15
 
 

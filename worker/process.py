@@ -54,10 +54,10 @@ from rq.scheduler import RQScheduler
 from rq.serializers import JSONSerializer
 from rq.worker import WorkerStatus
 
-from collector.config import CollectorConfig
+from collector.config import CollectorConfig, DeliveryPolicy
 from collector.defaults import DESTINATIONS
 from collector.redis_server import OutageLog, redis_address
-from worker.dispatch import DeliveryQueue, Dispatcher, job_timeout_seconds, owner_token, queue_name, release_if_owner_gone
+from worker.dispatch import DeliveryQueue, Dispatcher, owner_token, queue_name, release_if_owner_gone
 from worker.runtime import WorkerRuntime, install
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,7 @@ HEARTBEAT_TTL_SECONDS = 10
 MAINTENANCE_SECONDS = 5
 IDLE_WAKE_SECONDS = 1
 RECONNECT_SECONDS = 1.0
+BUSY_STOP_MARGIN_SECONDS = 15  # after the last answer: the job's figures, its outbox return, RQ's bookkeeping
 IDLE_STOP_GRACE_SECONDS = 8.0  # an idle child takes about 1 s (RQ's scheduler sleeps 1 s between passes); more on a loaded machine
 SUPERVISE_SECONDS = 0.5
 READ_TIMEOUT_SECONDS = 10
@@ -568,15 +569,17 @@ class Supervisor:
     def _stop_children(self) -> None:
         """SIGTERM every child; one still running after its grace is SIGKILLed.
 
-        A child finishing a job gets up to the job timeout; an idle one gets
-        ``IDLE_STOP_GRACE_SECONDS``. Killing is safe: a job cut short runs
-        again once its lease lapses, with the same idempotency ids.
+        A child in the middle of a job starts no request after the SIGTERM (the
+        job puts what it did not send back in its outbox), so it gets the
+        time of the requests in flight (:func:`stop_grace_seconds`); an idle
+        one gets ``IDLE_STOP_GRACE_SECONDS``. Killing is safe: a job cut short
+        runs again once its lease lapses, with the same idempotency ids.
         """
         for child in self._children.values():
             if child.is_alive() and child.pid:
                 os.kill(child.pid, signal.SIGTERM)
         started = time.monotonic()
-        busy_grace = job_timeout_seconds(self._config.settings.delivery)
+        busy_grace = stop_grace_seconds(self._config.settings.delivery)
         redis = worker_redis(self._redis_url)
         while True:
             alive = [child for child in self._children.values() if child.is_alive()]
@@ -590,6 +593,11 @@ class Supervisor:
                     child.kill()
                     child.join(timeout=5)
             time.sleep(SUPERVISE_SECONDS / 5)
+
+
+def stop_grace_seconds(policy: DeliveryPolicy) -> float:
+    """How long a busy delivery process may take to stop: its requests in flight, then its job's bookkeeping."""
+    return policy.timeout_seconds + policy.connect_timeout_seconds + BUSY_STOP_MARGIN_SECONDS
 
 
 def _is_busy(redis: Redis, pid: int | None) -> bool:

@@ -44,7 +44,7 @@ class Sent:
     window_cpu_seconds: float
 
 
-def _install_uvloop() -> None:
+def install_uvloop() -> None:
     try:
         import uvloop
 
@@ -98,7 +98,7 @@ async def _post_all(requests: list[Request], in_flight: int, stop_at: float, win
 
 def post_for(destination: str, requests: list[Request], in_flight: int, ready: Any, times: Any, results: Any) -> None:
     """In a child process: wait for the bench's ``(start, window start, window end, stop)``, then send."""
-    _install_uvloop()
+    install_uvloop()
     ready.wait(timeout=READY_SECONDS)
     start, window_start, window_end, stop_at = times.get(timeout=READY_SECONDS)
     time.sleep(max(start - time.time(), 0.0))

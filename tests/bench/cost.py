@@ -145,7 +145,7 @@ def run(quick: bool = False) -> list[Row]:
         standins.receipts.reset()
         bare = delivery.run_baseline(requests, policy, course)
         floor_cpu = {name: meter.seconds() for name, meter in meters.items()}
-        floor_cpu["bare httpx.Client (sending)"] = bare.cpu["senders"]
+        floor_cpu["bare aiohttp (sending)"] = bare.cpu["senders"]
         print(f"floor: {floor_sent.ok} requests in {floor_ingest_seconds:.1f} s; the bare client delivered "
               f"{bare.events} events in {bare.seconds:.1f} s")  # fmt: skip
         redis.delete("bench:floor")
@@ -163,7 +163,7 @@ def run(quick: bool = False) -> list[Row]:
     print(table(["processes", f"CPU s for {events} events", "CPU s per million events"], rows))
     print("ratio ours / floor by part: ingest "
           f"{ratio(ours['gunicorn (collector serve)'], floor_cpu['gunicorn (floor app)']):.2f}x (gunicorn), "
-          f"delivery {ratio(ours['collector worker'], floor_cpu['bare httpx.Client (sending)']):.2f}x "
+          f"delivery {ratio(ours['collector worker'], floor_cpu['bare aiohttp (sending)']):.2f}x "
           f"(worker vs bare client), Redis {ratio(ours['redis-server'], floor_cpu['redis-server']):.2f}x")  # fmt: skip
     return [
         Row("cost", "CPU s per million events end to end (gunicorn + worker + redis-server)",

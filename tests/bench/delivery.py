@@ -1,4 +1,4 @@
-"""Delivery: ``collector worker`` vs a bare pooled HTTP client, posting the same requests to the same stand-ins.
+"""Delivery: ``collector worker`` vs a bare aiohttp client, posting the same requests to the same fast stand-ins.
 
 N events are queued through ``POST /collect`` (10-event batches) with no
 worker running, which leaves N/10 Depict arrays and N Commerce Web Events in
@@ -6,11 +6,12 @@ the outboxes. The outboxes are then set aside (renamed, kept for every
 round) and the same deliveries are sent in alternated rounds, bare, ours,
 bare, ours, ... (5 of each):
 
-- baseline: the very same deliveries posted by a bare ``httpx.Client``
-  (same pool limits, timeouts, ``json=`` bodies and headers as the
-  worker's vendor clients) from a thread pool of the worker's
-  ``concurrency``, one process per destination as the worker has, started
-  afresh each round;
+- baseline: the very same deliveries (bodies, URLs and headers of the
+  worker's vendor clients) posted by a bare aiohttp client (uvloop) with
+  as many requests in flight as the worker's ``concurrency``, one process
+  per destination as the worker has, started afresh each round (until
+  December 2026 the worker sent from threads, and the baseline was a bare
+  pooled ``httpx.Client`` from as many threads);
 - ours: ``collector worker``, started once before the first round and
   waited for until its delivery processes are registered with RQ (idle
   during the bare rounds); each round a copy of the set-aside entries is
@@ -30,23 +31,24 @@ client's events/s in the bare round just before it) >= 0.85.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import multiprocessing
 import os
 import time
 import traceback
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
+import aiohttp
 import psutil
 from redis import Redis
 
 from collector.config import DeliveryPolicy, load_config
 from collector.defaults import DESTINATIONS
 from collector.queue import WAKE_LIST, outbox_key
-from tests.bench import outbox, vendor_speed
+from tests.bench import bare_aiohttp, outbox, vendor_speed
 from tests.bench.loadgen import send_batches
 from tests.bench.payload import EVENTS_PER_BATCH
 from tests.bench.report import Row, heading, ratio, table
@@ -159,7 +161,7 @@ class Course:
         return max(self.receipts.last_arrival() - started, 0.0), delivered()
 
 
-# the baseline: a bare pooled client
+# the baseline: a bare aiohttp client
 
 
 @dataclass(frozen=True)
@@ -185,20 +187,30 @@ def _request(client: Any, delivery: dict[str, Any], defaults: dict[str, str]) ->
     return Request(client.url, delivery["body"], {**defaults, **client.headers_for(delivery)})
 
 
-def post_all(requests: list[Request], policy: DeliveryPolicy, ready: Any, cpu: Any) -> None:
-    """In a child process: a pooled client like the worker's, ``policy.concurrency`` threads, no more.
+async def _post_each_once(requests: list[Request], in_flight: int) -> None:
+    """Every request once, ``in_flight`` at a time, over one keep-alive session."""
+    pending = iter(requests)
+    connector = aiohttp.TCPConnector(limit=in_flight, keepalive_timeout=75)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as session:
 
-    Puts the CPU seconds it used while sending on ``cpu``."""
-    http = httpx.Client(
-        timeout=httpx.Timeout(policy.timeout_seconds, connect=policy.connect_timeout_seconds),
-        limits=httpx.Limits(max_connections=policy.concurrency * 2, max_keepalive_connections=policy.concurrency),
-    )
-    with http, ThreadPoolExecutor(max_workers=policy.concurrency) as executor:
-        ready.wait()
-        started = time.process_time()
-        for answer in executor.map(lambda r: http.post(r.url, json=r.body, headers=r.headers), requests):
-            answer.raise_for_status()
-        cpu.put(time.process_time() - started)
+        async def lane() -> None:
+            for request in pending:
+                data = json.dumps(request.body, separators=(",", ":"), ensure_ascii=False).encode()
+                async with session.post(request.url, data=data, headers=request.headers) as answer:
+                    await answer.read()
+                    answer.raise_for_status()
+
+        await asyncio.gather(*(lane() for _ in range(in_flight)))
+
+
+def post_all(requests: list[Request], policy: DeliveryPolicy, ready: Any, cpu: Any) -> None:
+    """In a child process: a bare aiohttp client (uvloop where installed) with ``policy.concurrency`` requests
+    in flight, as many as the worker may have. Puts the CPU seconds it used while sending on ``cpu``."""
+    bare_aiohttp.install_uvloop()
+    ready.wait()
+    started = time.process_time()
+    asyncio.run(_post_each_once(requests, policy.concurrency))
+    cpu.put(time.process_time() - started)
 
 
 def run_baseline(requests: dict[str, list[Request]], policy: DeliveryPolicy, course: Course) -> Outcome:
@@ -241,7 +253,7 @@ def median(values: list[float]) -> float:
 
 def run(quick: bool = False) -> list[Row]:
     plan = QUICK if quick else FULL
-    heading("2. Delivery: collector worker vs a bare pooled httpx client, same requests, same stand-ins")
+    heading("2. Delivery: collector worker vs a bare aiohttp client, same requests, same stand-ins")
     print(NOTE)
     with Stack("delivery") as stack:
         redis_server = stack.redis()
@@ -277,7 +289,7 @@ def run(quick: bool = False) -> list[Row]:
             rounds.append((baseline, ours))
         detail = []
         for number, pair in enumerate(rounds, start=1):
-            for name, o in zip(("bare httpx.Client", "collector worker"), pair):
+            for name, o in zip(("bare aiohttp", "collector worker"), pair):
                 detail.append([number, name, o.events, o.requests, f"{o.seconds:.2f}", f"{o.events_per_second:.0f}",
                                f"{o.requests_per_second:.0f}", f"{o.cpu['senders']:.1f}", f"{o.cpu['stand-ins']:.1f}",
                                f"{o.cpu['redis']:.1f}",
@@ -294,7 +306,7 @@ def run(quick: bool = False) -> list[Row]:
     print(f"\nworker / bare, round by round: {', '.join(f'{value:.2f}' for value in shares)}; median {share:.2f}"
           f"{'' if complete else ' (some round did not deliver everything in time)'}")  # fmt: skip
     fast = Row("delivery", f"fast stand-ins: events/s to both vendors, median of {len(shares)} alternated rounds' "
-               f"ratios to bare httpx: {share:.3f} ({min(shares):.2f}-{max(shares):.2f})", f"{base_median:.0f} (bare client)",
+               f"ratios to bare aiohttp: {share:.3f} ({min(shares):.2f}-{max(shares):.2f})", f"{base_median:.0f} (bare client)",
                f"{ours_median:.0f}", share, f">= {TARGET_SHARE:.2f}x", share >= TARGET_SHARE and complete)  # fmt: skip
     return [fast, *at_vendor_speed(quick)]
 

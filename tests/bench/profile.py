@@ -23,7 +23,7 @@ import io
 import pstats
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from redis import Redis

@@ -50,7 +50,6 @@ count.
 
 from __future__ import annotations
 
-import inspect
 import itertools
 import json
 import math
@@ -130,13 +129,10 @@ QUICK = Plan(2_000, 1.5, 5.0, 3.0, 13.0, 10_000, 10.0, 2.0, ())
 
 
 def worker_vendor_clients(config_path: Path) -> dict[tuple[str, str], Any]:
-    """``worker.runtime.vendor_clients(config)``; today's takes the pooled HTTP client too, unused for URLs and headers."""
+    """The worker's own vendor clients (their URLs and headers) for ``config_path``."""
     from worker.runtime import vendor_clients
 
-    config = load_config(config_path)
-    if len(inspect.signature(vendor_clients).parameters) > 1:
-        return vendor_clients(config, None)  # type: ignore[call-arg]
-    return vendor_clients(config)  # type: ignore[call-arg]
+    return vendor_clients(load_config(config_path))
 
 
 class Backlog:
@@ -540,7 +536,7 @@ class LimitResult:
 
 def rate_limited(lab: Lab) -> LimitResult:
     lab.standin.configure(VendorSettings(delay_ms=LIMIT_DELAY_MS), VendorSettings(delay_ms=LIMIT_DELAY_MS, rate=LIMIT_RATE))
-    with worker_running(lab, f"{LIMIT_RATE}/s limit, Commerce") as worker:
+    with worker_running(lab, f"{LIMIT_RATE}/s limit, Commerce"):
         start = fill_worker(lab, {"commerce": int(LIMIT_RATE * lab.plan.limited_seconds * 2)})
         window = lab.plan.limited_seconds - LIMIT_WARM_SECONDS
         _sleep_until(start + lab.plan.limited_seconds)

@@ -11,7 +11,6 @@ that a test can count the lines an outage writes.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -21,7 +20,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx
 import logging
 import psutil
 from werkzeug.serving import make_server
@@ -29,12 +27,12 @@ from werkzeug.serving import make_server
 from collector import create_app
 from collector.config import load_config
 from collector.redis_server import EmbeddedRedis, free_port
-from tests.conftest import COMMERCE_KEY, DEPICT_KEY, ORIGIN, REPO, SITE, config_toml
+from tests.conftest import COMMERCE_KEY, DEPICT_KEY, REPO, config_toml
 from tests.factories import make_event
+from tests.stack import send_as_the_snippet
 from tests.vendors import CommerceStandIn, DepictStandIn
 
 VENDOR_DELAY_SECONDS = 0.15
-SEND_DEADLINE_SECONDS = 60
 FOREVER = 10**9
 
 
@@ -134,23 +132,8 @@ class RedisFaultStack:
     # traffic
 
     def send(self, batch: list[dict]) -> bool:
-        """POST as the snippet does: retry 503 and connection errors until acknowledged; True when 202."""
-        body = json.dumps({"site": SITE, "events": batch})
-        deadline = time.monotonic() + SEND_DEADLINE_SECONDS
-        while time.monotonic() < deadline:
-            try:
-                answer = httpx.post(
-                    f"{self.url}/collect", content=body, headers={"Content-Type": "text/plain", "Origin": ORIGIN}, timeout=10
-                )
-            except httpx.TransportError:
-                time.sleep(0.1)
-                continue
-            if answer.status_code == 202:
-                return True
-            if answer.status_code != 503:
-                raise AssertionError(f"/collect answered {answer.status_code}: {answer.text}")
-            time.sleep(0.1)
-        return False
+        """POST as the snippet does, until acknowledged; True when 202."""
+        return send_as_the_snippet(self.url, batch)
 
     def delivered(self) -> set[str]:
         """Snippet event ids that reached Depict (one Depict event per snippet event)."""

@@ -33,12 +33,12 @@ from collector.map.commerce import web_event_id
 from collector.redis_server import EmbeddedRedis, free_port
 from tests.conftest import COMMERCE_KEY, DEPICT_KEY, ORIGIN, OTHER_SITE, REPO, SITE, config_toml, delivery_process_pid
 from tests.factories import make_event
+from tests.stack import send_as_the_snippet
 from tests.vendors import CommerceStandIn, DepictStandIn
 from worker.dead_letters import DeadLetters
 from worker.dispatch import MAINTENANCE_LOCK_SECONDS, STUCK_AFTER_SECONDS, Dispatcher, delivery_queue
 from worker.process import HEARTBEAT_TTL_SECONDS, MAINTENANCE_SECONDS
 
-SEND_DEADLINE_SECONDS = 60
 
 
 @dataclass
@@ -92,23 +92,8 @@ class FaultStack:
         return [child.pid for child in children if "resource_tracker" not in " ".join(child.cmdline())]
 
     def send(self, events: list[dict], site: str = SITE) -> bool:
-        """POST as the snippet does: retry 503 and connection errors until acknowledged; True when 202."""
-        body = json.dumps({"site": site, "events": events})
-        deadline = time.monotonic() + SEND_DEADLINE_SECONDS
-        while time.monotonic() < deadline:
-            try:
-                answer = httpx.post(
-                    f"{self.url}/collect", content=body, headers={"Content-Type": "text/plain", "Origin": ORIGIN}, timeout=10
-                )
-            except httpx.TransportError:
-                time.sleep(0.2)
-                continue
-            if answer.status_code == 202:
-                return True
-            if answer.status_code != 503:
-                raise AssertionError(f"/collect answered {answer.status_code}: {answer.text}")
-            time.sleep(min(float(answer.headers.get("Retry-After", "1")), 1.0))
-        return False
+        """POST as the snippet does, until acknowledged; True when 202."""
+        return send_as_the_snippet(self.url, events, site)
 
     def delivery_pid(self, destination: str) -> int:
         assert self.worker is not None
