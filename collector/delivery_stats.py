@@ -5,8 +5,9 @@ Every delivery job adds its figures once, at its end, in one pipeline
 Redis, the counts are right however many collector and worker processes
 there are, and the workers need no port of their own.
 
-- ``collector:stats:deliveries``: deliveries by ``site|destination|outcome``
-  (delivered, retried, dead_lettered, returned to the outbox);
+- ``collector:stats:deliveries``: events by ``site|destination|outcome``
+  (delivered, retried, dead_lettered, returned to the outbox), counted in
+  events like every other figure (a Depict request of 10 events counts 10);
 - ``collector:stats:answers``: vendor answers by ``site|destination|class``
   (``2xx``, ``4xx``, ``5xx``, or ``error`` when no answer came);
 - ``collector:stats:latency``: vendor answer times per destination, as

@@ -58,7 +58,7 @@ def _pipeline_families(redis: Redis):  # noqa: ANN202 - a generator of metric fa
     from worker.dead_letters import DeadLetters
 
     deliveries = CounterMetricFamily(
-        "collector_deliveries", "Deliveries by site, destination and outcome (delivered, retried, dead_lettered, returned)",
+        "collector_delivery_events", "Events by site, destination and delivery outcome (delivered, retried, dead_lettered, returned)",
         labels=["site", "destination", "outcome"],
     )  # fmt: skip
     for (site, destination, outcome), count in sorted(delivery_stats.delivery_counts(redis).items()):

@@ -47,7 +47,8 @@ def wait_for(predicate, seconds: float = 30) -> None:
 
 
 def test_counts_equal_what_was_sent_and_delivered(stack: ServeStack):
-    """Events accepted, deliveries delivered, vendor answers and latencies on /metrics match the stand-ins' records."""
+    """Events accepted, events delivered (a Depict request counts its events), vendor answers and latencies on /metrics
+    match the stand-ins' records."""
     with httpx.Client(timeout=10) as client:
         for _ in range(BATCHES):
             events = [make_event("add_to_cart", props={"product_id": "P-1"}) for _ in range(EVENTS_PER_BATCH)]
@@ -55,12 +56,12 @@ def test_counts_equal_what_was_sent_and_delivered(stack: ServeStack):
             assert answer.status_code == 202
     total = BATCHES * EVENTS_PER_BATCH
     wait_for(lambda: len(stack.commerce.event_ids()) >= total and len(stack.depict.event_ids()) >= total)
-    wait_for(lambda: sample(scrape(stack), "collector_deliveries_total", site=SITE, destination="commerce", outcome="delivered") >= total)
+    wait_for(lambda: sample(scrape(stack), "collector_delivery_events_total", site=SITE, destination="commerce", outcome="delivered") >= total)
     text = scrape(stack)
     assert sample(text, "collector_events_total", site=SITE, outcome="accepted") == total
     assert sample(text, "collector_collect_requests_total", status="202") == BATCHES
-    assert sample(text, "collector_deliveries_total", site=SITE, destination="commerce", outcome="delivered") == total
-    assert sample(text, "collector_deliveries_total", site=SITE, destination="depict", outcome="delivered") == len(stack.depict.accepted)
+    assert sample(text, "collector_delivery_events_total", site=SITE, destination="commerce", outcome="delivered") == total
+    assert sample(text, "collector_delivery_events_total", site=SITE, destination="depict", outcome="delivered") == total, "events, not Depict's requests"
     assert sample(text, "collector_vendor_answers_total", site=SITE, destination="commerce", **{"class": "2xx"}) == total
     by_class = {c: sample(text, "collector_vendor_answers_total", site=SITE, destination="commerce", **{"class": c}) for c in ("2xx", "4xx", "5xx", "error")}
     answers = sum(by_class.values())
@@ -88,8 +89,8 @@ def test_failures_show_as_retried_and_dead_letters_waiting(stack: ServeStack):
     def grew(name: str, **labels: str) -> float:
         return sample(after, name, **labels) - sample(before, name, **labels)
 
-    assert grew("collector_deliveries_total", site=SITE, destination="commerce", outcome="retried") == 1
-    assert grew("collector_deliveries_total", site=SITE, destination="commerce", outcome="dead_lettered") == 1
+    assert grew("collector_delivery_events_total", site=SITE, destination="commerce", outcome="retried") == 1
+    assert grew("collector_delivery_events_total", site=SITE, destination="commerce", outcome="dead_lettered") == 1
     assert grew("collector_vendor_answers_total", site=SITE, destination="commerce", **{"class": "5xx"}) == 1
     assert grew("collector_vendor_answers_total", site=SITE, destination="commerce", **{"class": "4xx"}) == 1
     assert sample(after, "collector_dead_letters", site=SITE, destination="commerce") == len(stack.dead_letters())

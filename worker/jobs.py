@@ -28,6 +28,7 @@ import hashlib
 import logging
 import time
 from collections import Counter
+from collections.abc import Iterable
 from contextlib import suppress
 from typing import Any
 
@@ -116,40 +117,50 @@ def _give_up_when_expired(deliveries: list[dict[str, Any]], error: Exception) ->
     attempts = [Attempt(delivery, Outcome.DEAD, answer=describe_error(error)) for delivery in pending]
     runtime.dead_letters.add(attempts, _current_attempt(), reason_prefix=f"gave up after {window:g} s: ")
     runtime.ledger.forget(job_key)
+    events = events_in(attempts)
     if attempts:
         site, destination = deliveries[0]["site"], deliveries[0]["destination"]
-        events = sum(len(attempt.delivery["event_ids"]) for attempt in attempts)
-        record_job(runtime.redis, JobFigures(site, destination, Counter(dead_lettered=len(attempts)), events_failed=events))
-    log.warning("%d deliveries dead-lettered after %g s of failing jobs: %s", len(attempts), window, type(error).__name__)
-    return {"dead": len(attempts), "already_delivered": len(deliveries) - len(pending)}
+        record_job(runtime.redis, JobFigures(site, destination, Counter(dead_lettered=events), events_failed=events))
+    log.warning("%d events dead-lettered after %g s of failing jobs: %s", events, window, type(error).__name__)
+    return {"dead": events, "already_delivered": _events_of(deliveries) - _events_of(pending)}
+
+
+def _events_of(deliveries: Iterable[dict[str, Any]]) -> int:
+    return sum(len(delivery["event_ids"]) for delivery in deliveries)
+
+
+def events_in(attempts: Iterable[Attempt]) -> int:
+    """Events the attempts carry: what every count of the pipeline counts (a Depict request holds many)."""
+    return sum(len(attempt.delivery["event_ids"]) for attempt in attempts)
 
 
 def _record_figures(
-    redis: Redis, site: str, destination: str, attempts: list[Attempt], given_up: list[Attempt], retried: int
+    redis: Redis, site: str, destination: str, attempts: list[Attempt], given_up: list[Attempt], to_retry: list[Attempt]
 ) -> None:
-    """The job's outcomes, vendor answers and answer times, for /metrics and the console."""
+    """The job's outcomes in events, vendor answers and answer times, for /metrics and the console."""
     sent = [attempt for attempt in attempts if attempt.outcome is not Outcome.UNSENT]
     answered = [attempt for attempt in sent if attempt.seconds is not None]
     failed = [attempt for attempt in sent if attempt.outcome is not Outcome.DELIVERED]
+    delivered = events_in(attempt for attempt in sent if attempt.outcome is Outcome.DELIVERED)
     figures = JobFigures(
         site,
         destination,
         outcomes=Counter(
-            delivered=sum(attempt.outcome is Outcome.DELIVERED for attempt in sent),
-            retried=retried,
-            dead_lettered=sum(attempt.outcome is Outcome.DEAD for attempt in sent) + len(given_up),
-            returned=len(attempts) - len(sent),
+            delivered=delivered,
+            retried=events_in(to_retry),
+            dead_lettered=events_in(attempt for attempt in sent if attempt.outcome is Outcome.DEAD) + events_in(given_up),
+            returned=events_in(attempt for attempt in attempts if attempt.outcome is Outcome.UNSENT),
         ),
         answers=Counter(answer_class(attempt.status) for attempt in answered),
         latencies=[attempt.seconds for attempt in answered if attempt.seconds is not None],
-        events_delivered=sum(len(attempt.delivery["event_ids"]) for attempt in sent if attempt.outcome is Outcome.DELIVERED),
-        events_failed=sum(len(attempt.delivery["event_ids"]) for attempt in failed),
+        events_delivered=delivered,
+        events_failed=events_in(failed),
     )
     record_job(redis, figures)
 
 
 def _log_job(site: str, destination: str, summary: dict[str, int], started: float, note: str = "") -> None:
-    """The job's one log line: ``demo/depict: 3 delivered, 0 failed in 57 ms``, then what else happened."""
+    """The job's one log line, in events: ``demo/depict: 3 delivered, 0 failed in 57 ms``, then what else happened."""
     failed = summary.get("dead", 0) + summary.get("retry", 0)
     extras = [
         f"{summary[key]} {label}"
@@ -176,11 +187,12 @@ def _forward(deliveries: list[dict[str, Any]]) -> dict[str, int]:
     breaker = Breaker(runtime.redis, site, destination)
     job_key = _job_key(deliveries)
     if breaker.is_open():
-        return_to_outbox(runtime.redis, runtime.ledger.undelivered(job_key, deliveries))
+        returned = runtime.ledger.undelivered(job_key, deliveries)
+        return_to_outbox(runtime.redis, returned)
         runtime.ledger.forget(job_key)
-        record_job(runtime.redis, JobFigures(site, destination, outcomes=Counter(returned=len(deliveries))))
-        _log_job(site, destination, {"returned_to_outbox": len(deliveries)}, started, "breaker open after failures")
-        return {"returned_to_outbox": len(deliveries)}
+        record_job(runtime.redis, JobFigures(site, destination, outcomes=Counter(returned=_events_of(returned))))
+        _log_job(site, destination, {"returned_to_outbox": _events_of(returned)}, started, "breaker open after failures")
+        return {"returned_to_outbox": _events_of(returned)}
 
     pending = runtime.ledger.undelivered(job_key, deliveries)
     attempts = runtime.send_all(job_key, pending, deadline=started + send_window_seconds(policy))
@@ -195,13 +207,13 @@ def _forward(deliveries: list[dict[str, Any]]) -> dict[str, int]:
     runtime.dead_letters.add(dead, attempt_number)
     runtime.dead_letters.add(given_up, attempt_number, reason_prefix=f"gave up after {policy.retry_for_seconds:g} s: ")
     summary = {
-        "delivered": len(delivered),
-        "already_delivered": len(deliveries) - len(pending),
-        "dead": len(dead) + len(given_up),
-        "retry": len(to_retry),
-        "returned_to_outbox": len(unsent),
+        "delivered": events_in(delivered),
+        "already_delivered": _events_of(deliveries) - _events_of(pending),
+        "dead": events_in(dead) + events_in(given_up),
+        "retry": events_in(to_retry),
+        "returned_to_outbox": _events_of(unsent),
     }
-    _record_figures(runtime.redis, site, destination, attempts, given_up, len(to_retry))
+    _record_figures(runtime.redis, site, destination, attempts, given_up, to_retry)
     if to_retry:
         retry_after = max((a.retry_after or 0.0) for a in to_retry)
         delay = retry_delay(attempt_number, policy, retry_after)
