@@ -121,10 +121,10 @@ class Sender:
         except asyncio.CancelledError:
             await _cancel(tasks)
             raise
-        failed = next((task for task in tasks if task.done() and not task.cancelled() and task.exception()), None)
-        if failed is not None:
+        failures = [task.exception() for task in done if not task.cancelled() and task.exception() is not None]
+        if failures:  # each one read: asyncio logs a traceback for every task error nobody retrieved
             await _cancel(list(pending))
-            raise failed.exception()  # type: ignore[misc]
+            raise failures[0]  # type: ignore[misc]
         return [attempt for task in tasks for attempt in task.result()]
 
     async def _deliver(self, job_key: str, delivery: dict[str, Any], deadline: float, tries: int = 1) -> list[Attempt]:
