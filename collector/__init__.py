@@ -56,6 +56,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
 
 def _bind_extensions(app: Flask, site_config: CollectorConfig) -> None:
+    from collector.delivery_trace import TraceBudget
     from collector.errors import register_error_handlers
     from collector.extensions import CollectorState, connect_redis, limiter, limiter_timeout, queue_timeout
     from collector.queue import Outbox
@@ -70,6 +71,7 @@ def _bind_extensions(app: Flask, site_config: CollectorConfig) -> None:
         write_keys=write_key_index(site_config.sites),
         process_rate_limit=_process_rate_limit(app, site_config.settings),
         keeps_live_tail=site_config.console is not None or bool(app.config["DEMO"]),
+        trace_budget=TraceBudget() if site_config.console is not None else None,
     )
     if site_config.settings.rate_limit_storage == "redis":
         limiter_redis = connect_redis(app.config["REDIS_URL"], limiter_timeout(site_config.settings))

@@ -186,7 +186,7 @@ def collect() -> tuple[Response, int]:
     else:
         check_web_event_budget(site, web_events_in(site, unique), len(unique))
         context = context_from_request(request, settings.cookie.name, unique[0].get("anonymous_id"))
-        accepted, dropped = queue_batch(site, [VisitorEvents(context, unique)], browser=True), {}
+        accepted, dropped = queue_batch(site, [VisitorEvents(context, unique)], browser=True, source="snippet"), {}
     duplicates = len(events) - accepted - sum(dropped.values())
     count_outcome(site, accepted, duplicates, len(rejected), dropped)
     metrics.LATENCY.observe(time.perf_counter() - started)

@@ -36,6 +36,7 @@ DEPICT_LIST_PROP = "variant_ids"
 DEPICT_MAP_PROP = "entity_identifiers"
 
 DESTINATIONS: tuple[str, ...] = ("depict", "commerce")
+SOURCES: tuple[str, ...] = ("snippet", "segment", "rudderstack", "server")  # where a batch came in, as the console names it
 ALL_EVENTS = "*"
 DEFAULT_ROUTES: dict[str, tuple[str, ...]] = {
     "depict": DEPICT_EVENT_TYPES,

@@ -14,7 +14,13 @@ there are, and the workers need no port of their own.
   histogram buckets (``destination|le``), a sum and a count;
 - ``collector:stats:minute:<minute>``: events delivered and failed per
   ``site|destination`` in one clock minute, kept :data:`MINUTES_KEPT`
-  minutes, for the console's chart.
+  minutes, for the console's chart;
+- ``collector:stats:hour:<hour>``: the same per clock hour, kept
+  :data:`HOURS_KEPT` hours, for its 24 h and 7 d ranges. Both cost a fixed
+  amount per site and destination (two fields a bucket), not per event.
+
+A job's attempts at traced deliveries go in the same pipeline
+(``delivery_trace.py``).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from dataclasses import dataclass, field
 
 from redis import Redis
 
+from collector.delivery_trace import add_records
 from collector.queue import KEY_PREFIX
 
 DELIVERIES = KEY_PREFIX + "stats:deliveries"
@@ -34,6 +41,8 @@ ANSWERS = KEY_PREFIX + "stats:answers"
 LATENCY = KEY_PREFIX + "stats:latency"
 MINUTE_PREFIX = KEY_PREFIX + "stats:minute:"
 MINUTES_KEPT = 6 * 60
+HOUR_PREFIX = KEY_PREFIX + "stats:hour:"
+HOURS_KEPT = 8 * 24
 OUTCOMES: tuple[str, ...] = ("delivered", "retried", "dead_lettered", "returned")
 LATENCY_BUCKETS: tuple[float, ...] = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _SEPARATOR = "|"
@@ -62,12 +71,15 @@ class JobFigures:
     latencies: list[float] = field(default_factory=list)
     events_delivered: int = 0
     events_failed: int = 0
+    traces: list[str] = field(default_factory=list)  # the job's attempt records for the console (``delivery_trace.py``)
 
 
 def record_job(redis: Redis, figures: JobFigures, now: float | None = None) -> None:
     """Add a job's figures to the running counts, in one round trip."""
     prefix = f"{figures.site}{_SEPARATOR}{figures.destination}{_SEPARATOR}"
-    minute_key = f"{MINUTE_PREFIX}{int((time.time() if now is None else now) // 60)}"
+    at = time.time() if now is None else now
+    minute_key = f"{MINUTE_PREFIX}{int(at // 60)}"
+    hour_key = f"{HOUR_PREFIX}{int(at // 3600)}"
     with redis.pipeline(transaction=False) as pipe:
         for outcome, count in figures.outcomes.items():
             if count:
@@ -84,6 +96,11 @@ def record_job(redis: Redis, figures: JobFigures, now: float | None = None) -> N
             pipe.hincrby(minute_key, prefix + "delivered", figures.events_delivered)
             pipe.hincrby(minute_key, prefix + "failed", figures.events_failed)
             pipe.expire(minute_key, MINUTES_KEPT * 60)
+            pipe.hincrby(hour_key, prefix + "delivered", figures.events_delivered)
+            pipe.hincrby(hour_key, prefix + "failed", figures.events_failed)
+            pipe.expire(hour_key, HOURS_KEPT * 3600)
+        if figures.traces:
+            add_records(pipe, figures.site, figures.traces)
         pipe.execute()
 
 
@@ -132,13 +149,22 @@ def latency_histograms(redis: Redis) -> dict[str, LatencyHistogram]:
 
 def events_per_minute(redis: Redis, minutes: int, now: float | None = None) -> list[tuple[int, dict[tuple[str, ...], int]]]:
     """The last ``minutes`` clock minutes, oldest first: ``(minute, {(site, destination, delivered|failed): events})``."""
-    current = int((time.time() if now is None else now) // 60)
-    wanted = list(range(current - minutes + 1, current + 1))
+    return _buckets(redis, MINUTE_PREFIX, 60, minutes, now)
+
+
+def events_per_hour(redis: Redis, hours: int, now: float | None = None) -> list[tuple[int, dict[tuple[str, ...], int]]]:
+    """The last ``hours`` clock hours, oldest first: ``(hour, {(site, destination, delivered|failed): events})``."""
+    return _buckets(redis, HOUR_PREFIX, 3600, min(hours, HOURS_KEPT), now)
+
+
+def _buckets(redis: Redis, prefix: str, seconds: int, count: int, now: float | None) -> list[tuple[int, dict[tuple[str, ...], int]]]:
+    current = int((time.time() if now is None else now) // seconds)
+    wanted = list(range(current - count + 1, current + 1))
     with redis.pipeline(transaction=False) as pipe:
-        for minute in wanted:
-            pipe.hgetall(f"{MINUTE_PREFIX}{minute}")
+        for bucket in wanted:
+            pipe.hgetall(f"{prefix}{bucket}")
         rows = pipe.execute()
-    return [(minute, _split_counts(row)) for minute, row in zip(wanted, rows)]
+    return [(bucket, _split_counts(row)) for bucket, row in zip(wanted, rows)]
 
 
 def minutes_for(hours: float) -> int:

@@ -59,6 +59,7 @@ from redis.retry import Retry
 from collector import defaults
 from collector.config import CollectorConfig, CollectorSettings, Site
 from collector.enrich import client_address
+from collector.delivery_trace import TraceBudget
 from collector.queue import Outbox
 
 
@@ -127,6 +128,7 @@ class CollectorState:
     write_keys: Mapping[str, tuple[Site, bool]]  # Segment/RudderStack write key -> (site, is a server key)
     process_rate_limit: str  # what this process allows of the rate limit (all of it when counted in Redis)
     keeps_live_tail: bool = True  # only the console and the demo read it; without them it is not written
+    trace_budget: TraceBudget | None = None  # with the console on: which batches' deliveries are traced
 
 
 def queue_timeout(settings: CollectorSettings) -> float:

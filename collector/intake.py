@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from redis import RedisError
@@ -173,12 +173,19 @@ def _deliveries(site: Site, visitors: Sequence[VisitorEvents], skip: set[str]) -
     return event_ids, deliveries, events
 
 
-def queue_batch(site: Site, visitors: Sequence[VisitorEvents], browser: bool) -> int:
+def _traced(deliveries: list[Delivery]) -> list[Delivery]:
+    return [replace(delivery, traced=True) for delivery in deliveries]
+
+
+def queue_batch(site: Site, visitors: Sequence[VisitorEvents], browser: bool, source: str) -> int:
     """Queue the events' deliveries; return how many events were new (the others were seen before).
 
     ``browser``: the batch is one browser's request, charged to its address
     and visitor too (a shop's backend sends for many visitors: only the
-    site's budget applies).
+    site's budget applies). ``source``: where it came in (one of
+    :data:`~collector.defaults.SOURCES`), for the console's live tail. With
+    the console on, the batch's deliveries are traced while the process's
+    budget of traced events allows (``delivery_trace.py``).
     """
     state = collector_state()
     budgets = _budgets(site, visitors[0].context if browser and visitors else None)
@@ -187,8 +194,11 @@ def queue_batch(site: Site, visitors: Sequence[VisitorEvents], browser: bool) ->
         event_ids, deliveries, events = _deliveries(site, visitors, already_seen)
         if not event_ids or not deliveries:
             return len(event_ids)
+        traced = state.trace_budget is not None and state.trace_budget.take(len(event_ids))
+        if traced:
+            deliveries = _traced(deliveries)
         try:
-            tail = tail_entry(site.name, events) if state.keeps_live_tail else None
+            tail = tail_entry(site.name, events, source, deliveries, traced) if state.keeps_live_tail else None
             seen_now = state.outbox.try_enqueue(site.name, event_ids, deliveries, budgets, tail)
         except OverBudget as over:
             metrics.EVENTS.labels(site.name, "over_budget").inc(len(event_ids))

@@ -1,7 +1,9 @@
 """The console's live tail: the last batches accepted per site, and the last requests refused.
 
-An accepted batch is summarised (its events' type, id, page and props, with
-personal fields masked) and pushed by the enqueue script itself, so the tail
+An accepted batch is summarised (where it came from, whether its deliveries
+are traced (``delivery_trace.py``), its events' type, id, page and props
+with personal fields masked, and which delivery carries each event to each
+destination) and pushed by the enqueue script itself, so the tail
 costs no extra round trip (``collector/queue.py``); it is written only
 when something reads it (the console is on, or ``collector dev``'s demo). A refused request (a
 4xx, or the events a 202 rejected) is kept with its status and reasons,
@@ -15,12 +17,13 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from redis import Redis, RedisError
 
 from collector.map.commerce_models import PERSONAL_FIELDS
-from collector.queue import KEY_PREFIX, TailEntry
+from collector.queue import KEY_PREFIX, Delivery, TailEntry
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +53,23 @@ def _masked_id(value: str | None) -> str | None:
     return None if not value else value[:2] + MASK
 
 
-def tail_entry(site: str, events: list[dict[str, Any]]) -> TailEntry:
-    """What the live tail keeps of an accepted batch."""
+def _deliveries_of(deliveries: Sequence[Delivery]) -> dict[str, dict[str, str]]:
+    """Per event id, the id of the delivery that carries it to each destination."""
+    carried: dict[str, dict[str, str]] = {}
+    for delivery in deliveries:
+        for event_id in delivery.event_ids:
+            carried.setdefault(event_id, {})[delivery.destination] = delivery.id
+    return carried
+
+
+def tail_entry(site: str, events: list[dict[str, Any]], source: str, deliveries: Sequence[Delivery], traced: bool) -> TailEntry:
+    """What the live tail keeps of an accepted batch: where it came from, whether its deliveries are traced,
+    and per event its summary and the delivery that carries it to each destination."""
+    carried = _deliveries_of(deliveries)
     summary = {
         "at": time.time(),
+        "source": source,
+        "traced": traced,
         "events": [
             {
                 "id": event["id"],
@@ -61,6 +77,7 @@ def tail_entry(site: str, events: list[dict[str, Any]]) -> TailEntry:
                 "url": event.get("url"),
                 "user_id": _masked_id(event.get("user_id")),
                 "props": masked(event.get("props") or {}),
+                "to": carried.get(event["id"], {}),
             }
             for event in events
         ],

@@ -41,6 +41,7 @@ from redis.exceptions import NoScriptError
 
 from collector import dedupe
 from collector.defaults import REDIS_KEY_PREFIX as KEY_PREFIX
+from collector.delivery_trace import TRACE_FIELD
 
 OUTBOX_REGISTRY = KEY_PREFIX + "outboxes"
 WAKE_LIST = KEY_PREFIX + "wake"
@@ -61,10 +62,11 @@ class Delivery:
     body: Any
     event_ids: tuple[str, ...]
     headers: dict[str, str] = field(default_factory=dict)
+    traced: bool = False  # the console records its attempts (``delivery_trace.py``)
 
     def as_dict(self, queued_at: float) -> dict[str, Any]:
         """The JSON-safe form that travels through the outbox, RQ jobs and the dead letters."""
-        return {
+        as_dict = {
             "id": self.id,
             "site": self.site,
             "destination": self.destination,
@@ -73,6 +75,9 @@ class Delivery:
             "event_ids": list(self.event_ids),
             "queued_at": queued_at,
         }
+        if self.traced:
+            as_dict[TRACE_FIELD] = 1
+        return as_dict
 
 
 def encode_entry(deliveries: Iterable[dict[str, Any]]) -> bytes:

@@ -43,6 +43,7 @@ from worker.delivery import Attempt, Outcome, describe_error, retry_delay
 from worker.dispatch import job_timeout_seconds
 from worker.outbox_return import return_to_outbox
 from worker.runtime import current_runtime
+from worker.trace import attempt_records
 
 log = logging.getLogger(__name__)
 
@@ -135,9 +136,9 @@ def events_in(attempts: Iterable[Attempt]) -> int:
 
 
 def _record_figures(
-    redis: Redis, site: str, destination: str, attempts: list[Attempt], given_up: list[Attempt], to_retry: list[Attempt]
+    redis: Redis, site: str, destination: str, attempts: list[Attempt], given_up: list[Attempt], to_retry: list[Attempt], traces: list[str]
 ) -> None:
-    """The job's outcomes in events, vendor answers and answer times, for /metrics and the console."""
+    """The job's outcomes in events, vendor answers and answer times, for /metrics and the console (with its traced attempts)."""
     sent = [attempt for attempt in attempts if attempt.outcome is not Outcome.UNSENT]
     answered = [attempt for attempt in sent if attempt.seconds is not None]
     failed = [attempt for attempt in sent if attempt.outcome is not Outcome.DELIVERED]
@@ -155,6 +156,7 @@ def _record_figures(
         latencies=[attempt.seconds for attempt in answered if attempt.seconds is not None],
         events_delivered=delivered,
         events_failed=events_in(failed),
+        traces=traces,
     )
     record_job(redis, figures)
 
@@ -213,7 +215,8 @@ def _forward(deliveries: list[dict[str, Any]]) -> dict[str, int]:
         "retry": events_in(to_retry),
         "returned_to_outbox": _events_of(unsent),
     }
-    _record_figures(runtime.redis, site, destination, attempts, given_up, to_retry)
+    traces = attempt_records(runtime, attempts, attempt_number, given_up)  # [] with the console off
+    _record_figures(runtime.redis, site, destination, attempts, given_up, to_retry, traces)
     if to_retry:
         retry_after = max((a.retry_after or 0.0) for a in to_retry)
         delay = retry_delay(attempt_number, policy, retry_after)

@@ -288,6 +288,30 @@ def _check_request_budget(site: Site, events: list[dict[str, Any]], message_of: 
         raise BadRequest(f"{over.message}: send smaller batches", details=over.details) from None
 
 
+def _library_name(raw_messages: list[Any]) -> str:
+    """The ``context.library.name`` of the first message that names one (RudderStack's SDKs say ``RudderLabs ...``)."""
+    for message in raw_messages:
+        context = message.get("context") if isinstance(message, dict) else None
+        library = context.get("library") if isinstance(context, dict) else None
+        name = library.get("name") if isinstance(library, dict) else None
+        if isinstance(name, str):
+            return name
+    return ""
+
+
+def source_of(sender: Sender, raw_messages: list[Any]) -> str:
+    """Where the batch came in, as the console's tail names it: ``server`` (a server write key), ``rudderstack``
+    (its beacon path, its ``AnonymousId`` header or its library's name), else ``segment``."""
+    if sender.is_server:
+        return "server"
+    rudderstack_sent = (
+        request.path.endswith(rudderstack.BEACON_PATH)
+        or "AnonymousId" in request.headers
+        or _library_name(raw_messages).lower().startswith("rudder")
+    )
+    return "rudderstack" if rudderstack_sent else "segment"
+
+
 def take_messages(raw_messages: list[Any]) -> tuple[Response, int]:
     sender: Sender = g.sender
     site = sender.site
@@ -307,7 +331,7 @@ def take_messages(raw_messages: list[Any]) -> tuple[Response, int]:
         visitors = _by_visitor(unique, contexts)
         if not sender.is_server:
             _check_request_budget(site, unique, message_of)
-        accepted = queue_batch(site, visitors, browser=not sender.is_server)
+        accepted = queue_batch(site, visitors, browser=not sender.is_server, source=source_of(sender, raw_messages))
     duplicates = len(events) - accepted
     count_outcome(site, accepted, duplicates, len(rejected), converted.dropped)
     body: dict[str, Any] = {"success": True, "accepted": accepted, "duplicates": duplicates, "rejected": rejected}
