@@ -73,6 +73,14 @@ class DeadLetters:
         }
         self._redis.hset(DEAD_LETTERS, mapping=records)
 
+    def find(self, site: str, carried: Sequence[tuple[str, str]]) -> dict[tuple[str, str], DeadLetter]:
+        """The dead letters among these ``(destination, delivery id)`` of ``site``, in one ``HMGET``."""
+        if not carried:
+            return {}
+        fields = [dead_letter_field({"site": site, "destination": destination, "id": delivery_id}) for destination, delivery_id in carried]
+        found = self._redis.hmget(DEAD_LETTERS, fields)
+        return {pair: DeadLetter(**json.loads(raw)) for pair, raw in zip(carried, found) if raw is not None}
+
     def __iter__(self) -> Iterator[DeadLetter]:
         for _, raw in self._redis.hscan_iter(DEAD_LETTERS):
             yield DeadLetter(**json.loads(raw))

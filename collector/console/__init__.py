@@ -86,8 +86,10 @@ from werkzeug.exceptions import NotFound
 
 from collector.config import CollectorConfig, ConsoleSettings, host_name, origin_host_names
 from collector.console import panels
+from collector.console.find import RANGE_LABELS, Find, parse_find
 from collector.console.formatting import FILTERS
-from collector.defaults import CONSOLE_LOGIN_ATTEMPTS, DESTINATIONS, REDIS_KEY_PREFIX
+from collector.defaults import CONSOLE_LOGIN_ATTEMPTS, DESTINATIONS, REDIS_KEY_PREFIX, SOURCES
+from collector.delivery_trace import STATUSES, TRACED_EVENTS_PER_SECOND
 from collector.errors import BadRequest, CollectorError, error_body, error_response, rate_limit_refusal
 from collector.extensions import collector_state, limit_for_this_process, limiter
 
@@ -105,7 +107,7 @@ BEARER, SESSION = "bearer", "session"
 _PUBLIC_ENDPOINTS = frozenset({"console.login", "console.static"})
 _PRINTABLE_URL = re.compile(r"[\x21-\x7e]+")
 LOGIN_LIMITED = f"too many login attempts from this address (at most {CONSOLE_LOGIN_ATTEMPTS}); retry after Retry-After seconds"
-_API_ENDPOINTS = frozenset({"console.api_summary", "console.api_dead_letters"})
+_API_ENDPOINTS = frozenset({"console.api_summary", "console.api_dead_letters", "console.api_events", "console.api_event"})
 _SECURITY_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
@@ -336,31 +338,52 @@ def _query_of(chosen: dict[str, Any]) -> dict[str, Any]:
 # pages -----------------------------------------------------------------------
 
 
+def _replay_filter(find: Find, values: Any) -> dict[str, Any]:
+    """What the Replay/Purge buttons act on: the dead letters' own filter (site, destination, HTTP status, id)."""
+    return {"site": find.site, "destination": find.destination, "status": find.http_status, "delivery_id": values.get("id") or None}
+
+
+def _dead_letters_only_by_replay_filter(find: Find) -> bool:
+    """Whether the dead letters shown are exactly those the bulk buttons would act on."""
+    return not (find.type or find.q or find.range or find.delivery_status)
+
+
 @bp.get("/")
 def dashboard() -> str:
     state = collector_state()
     redis, config, now = state.redis, state.config, time.time()
-    chosen = _dead_letter_filter(request.args)
-    letters, matching = panels.dead_letter_rows(redis, **chosen)
+    find = parse_find(request.args)
+    chosen = _replay_filter(find, request.args)
+    since = find.since(now)
+    letters, matching = panels.dead_letter_rows(redis, **chosen, find=find, since=since)
     dead_counts = panels.dead_letter_counts(redis)
     backlog = panels.backlog_rows(redis, now)
+    span = panels.span_of(find, _settings().hours)
     return render_template(
         "console/dashboard.html",
         now=now,
-        hours_label=f"{_settings().hours:g}",
-        charts=panels.charts(redis, config, _settings().hours, now),
+        span=span,
+        hours_label=span.label,
+        config_hours=f"{_settings().hours:g}",
+        charts=panels.charts(redis, config, span, now, find),
         backlog=backlog,
         outboxes=panels.outbox_rows(redis),
         dead_counts=dead_counts,
         dead_total=sum(row["count"] for row in dead_counts),
         letters=letters,
         matching=matching,
+        bulk_acts_on_shown=_dead_letters_only_by_replay_filter(find),
         chosen=chosen,
+        find=find,
+        ranges=RANGE_LABELS,
         sites=sorted(config.sites),
         destinations=DESTINATIONS,
-        tail=panels.live_tail(redis, config),
-        refusals=panels.refusals(redis),
-        dropped=panels.dropped_rows(redis, _chart_minutes(), now),
+        sources=SOURCES,
+        statuses=STATUSES,
+        traced_per_second=TRACED_EVENTS_PER_SECOND,
+        tail=panels.live_tail(redis, config, find, now),
+        refusals=panels.refusals(redis, find, since),
+        dropped=[row for row in panels.dropped_rows(redis, span.minutes, now) if not find.site or row["site"] == find.site],
         drop_reasons=panels.DROP_REASONS,
         waiting=sum(row["outbox_entries"] for row in backlog),
         lag=max((row["lag_seconds"] for row in backlog), default=0.0),
@@ -370,9 +393,14 @@ def dashboard() -> str:
     )
 
 
-def _chart_minutes() -> int:
-    """The minutes the chart covers (``[console] hours``); the dropped events are counted over the same."""
-    return panels.delivery_stats.minutes_for(_settings().hours)
+@bp.get("/events/<event_id>")
+def event(event_id: str) -> tuple[str, int]:
+    """One event whole: what came in, and per destination the requests sent, the vendor's answers and the dead letter."""
+    state = collector_state()
+    site = request.args.get("site") or None
+    detail = panels.event_detail(state.redis, state.config, event_id, site)
+    page = render_template("console/event.html", now=time.time(), event_id=event_id, detail=detail, back=parse_find(request.args))
+    return page, 200 if detail is not None else 404
 
 
 def _refresh_seconds() -> int:
@@ -471,11 +499,15 @@ def api_summary() -> Response:
     """Backlog, lag, outboxes, dead letters, and events of the last ``minutes`` (default 60)."""
     state = collector_state()
     now = time.time()
-    try:
-        minutes = int(request.args.get("minutes", API_MINUTES))
-    except ValueError:
-        raise BadRequest("minutes must be a whole number") from None
-    minutes = max(1, min(minutes, panels.delivery_stats.MINUTES_KEPT))
+    find = parse_find(request.args)
+    if find.seconds:
+        minutes = find.seconds // 60
+    else:
+        try:
+            minutes = int(request.args.get("minutes", API_MINUTES))
+        except ValueError:
+            raise BadRequest("minutes must be a whole number") from None
+        minutes = max(1, min(minutes, panels.delivery_stats.MINUTES_KEPT))
     dead = panels.dead_letter_counts(state.redis)
     return jsonify(
         {
@@ -484,7 +516,7 @@ def api_summary() -> Response:
             "outboxes": panels.outbox_rows(state.redis),
             "dead_letters": dead,
             "dead_letters_total": sum(row["count"] for row in dead),
-            "events": {"minutes": minutes, "by_site_and_destination": panels.event_totals(state.redis, minutes, now)},
+            "events": {"minutes": minutes, "by_site_and_destination": panels.event_totals(state.redis, minutes, now, find)},
             "dropped": {"minutes": minutes, "by_site_and_reason": panels.dropped_rows(state.redis, minutes, now)},
         }
     )
@@ -492,6 +524,27 @@ def api_summary() -> Response:
 
 @bp.get("/api/dead-letters")
 def api_dead_letters() -> Response:
-    """The matching dead letters (``site``, ``destination``, ``status``, ``id``), newest first."""
-    rows, matching = panels.dead_letter_rows(collector_state().redis, **_dead_letter_filter(request.args))
+    """The matching dead letters (the console's filters, and ``id``), newest first."""
+    find = parse_find(request.args)
+    rows, matching = panels.dead_letter_rows(
+        collector_state().redis, **_replay_filter(find, request.args), find=find, since=find.since(time.time())
+    )
     return jsonify({"matching": matching, "dead_letters": rows})
+
+
+@bp.get("/api/events")
+def api_events() -> Response:
+    """The live tail's events with their source and status per destination, filtered as ``/console/`` is."""
+    state = collector_state()
+    find = parse_find(request.args)
+    return jsonify({"sites": panels.live_tail(state.redis, state.config, find, time.time())})
+
+
+@bp.get("/api/events/<event_id>")
+def api_event(event_id: str) -> Response:
+    """One event whole (``?site=`` narrows the look-up), as the event page shows it."""
+    state = collector_state()
+    detail = panels.event_detail(state.redis, state.config, event_id, request.args.get("site") or None)
+    if detail is None:
+        raise NotFound()
+    return jsonify(detail)

@@ -26,6 +26,11 @@ def clock(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%H:%M UTC")
 
 
+def day_hour(timestamp: float) -> str:
+    """``Fri 17:00 UTC``: an hour of the last week."""
+    return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%a %H:%M UTC")
+
+
 def duration(seconds: float) -> str:
     """``0 s``, ``4.2 s``, ``3 min 5 s``, ``2 h 3 min``, ``3 d 4 h``."""
     if seconds < 10:
@@ -62,4 +67,9 @@ def compact_json(value: Any) -> str:
     return text if len(text) <= MAX_JSON_CHARS else text[: MAX_JSON_CHARS - 1] + "…"
 
 
-FILTERS = {"utc": utc, "iso": iso, "clock": clock, "duration": duration, "ago": ago, "compact_json": compact_json}
+def pretty_json(value: Any) -> str:
+    """Indented JSON for a ``<pre>``."""
+    return json.dumps(value, indent=2, ensure_ascii=False, default=str)
+
+
+FILTERS = {"pretty_json": pretty_json, "utc": utc, "iso": iso, "clock": clock, "day_hour": day_hour, "duration": duration, "ago": ago, "compact_json": compact_json}
