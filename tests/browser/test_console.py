@@ -23,6 +23,7 @@ import httpx
 import pytest
 
 from tests.browser.conftest import Tab
+from tests.conftest import COMMERCE_KEY, DEPICT_KEY
 from tests.factories import make_event
 from tests.stack import ORIGIN, SITE, ServeStack
 from tests.stack import config_toml as stack_config_toml
@@ -83,6 +84,79 @@ def traffic(stack: ServeStack) -> Traffic:
         )
         wait_until(lambda: delivered() >= 2 * total, "the workers to count what they delivered")
     return Traffic(delivered_events=total, dead=dead)
+
+
+PERSON = "jane.doe@example.com"
+
+
+def api(stack: ServeStack, path: str, **query: str) -> httpx.Response:
+    return httpx.get(f"{stack.url}/console{path}", params=query, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
+
+
+def statuses_of(stack: ServeStack, event_id: str) -> dict[str, str]:
+    events = [event for site in api(stack, "/api/events", q=event_id).json()["sites"] for event in site["events"]]
+    return events[0]["statuses"] if events else {}
+
+
+@pytest.fixture(scope="module")
+def refused_purchase(stack: ServeStack, traffic: Traffic) -> dict:
+    """A purchase sent through /collect, which Depict takes and Commerce refuses with a 422 (a dead letter at once)."""
+    event = make_event("purchase", user_id=PERSON, props={"product_id": "KEY-42", "entity_price": "100", "currency": "USD"})
+    stack.commerce.fail_next(1, 422, body={"title": "Unprocessable Entity", "status": 422, "detail": "name is not a known web event"})
+    with httpx.Client(timeout=10) as client:
+        assert _post(client, stack, SITE, [event]).status_code == 202
+    wait_until(lambda: statuses_of(stack, event["id"]) == {"depict": "delivered", "commerce": "dead"}, "Depict delivered and Commerce dead in the tail")
+    return event
+
+
+def test_the_event_page_says_why_a_purchase_did_not_reach_commerce(stack: ServeStack, refused_purchase: dict):
+    """The event's page shows Depict's request and 200, Commerce's request, its 422 answer and the dead letter's reason; no API key or e-mail anywhere."""
+    answer = api(stack, f"/events/{refused_purchase['id']}", site=SITE)
+    assert answer.status_code == 200
+    html = answer.text
+    for secret in (DEPICT_KEY, COMMERCE_KEY, PERSON):
+        assert secret not in html
+    depict = html[html.index('id="destination-depict"') :]
+    depict = depict[: depict.index("</section>")]
+    commerce = html[html.index('id="destination-commerce"') :]
+    commerce = commerce[: commerce.index("</section>")]
+    assert 'data-status="delivered"' in depict and 'data-outcome="delivered"' in depict and "HTTP 200" in depict
+    assert f"POST {stack.depict.url}" in depict and "X-API-KEY: ***" in depict and "KEY-42" in depict
+    assert 'data-outcome="dead"' in commerce and "HTTP 422" in commerce and "name is not a known web event" in commerce
+    assert f"POST {stack.commerce.url}" in commerce and "Authorization: Bearer ***" in commerce
+    assert "Dead letter" in commerce and "<strong>HTTP 422</strong> after 1 attempt" in commerce
+    [row] = [event for site in api(stack, "/api/events", q=refused_purchase["id"]).json()["sites"] for event in site["events"]]
+    assert row["source"] == "snippet" and row["traced"] is True and row["answers"] == {"depict": 200, "commerce": 422}
+
+
+def test_from_the_tail_a_phone_opens_the_event_and_nothing_scrolls_sideways(chromium: Any, stack: ServeStack, refused_purchase: dict, tmp_path: Path):
+    """At 390 px the dashboard and the event page fit the screen; the tail row says delivered / dead and snippet, and opens the event."""
+    context = chromium.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=1, is_mobile=True, has_touch=True)
+    try:
+        tab = Tab(context)
+        log_in(tab, stack)
+        page = tab.page
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        row = page.locator(f"#tail tr[data-event-id='{refused_purchase['id']}']")
+        assert row.locator(".status[data-destination='depict']").get_attribute("data-status") == "delivered"
+        assert row.locator(".status[data-destination='commerce']").get_attribute("data-status") == "dead"
+        assert row.locator("td.source").inner_text() == "snippet"
+        box = row.bounding_box()
+        assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390
+        page.evaluate("document.getElementById('tail').scrollIntoView()")
+        page.screenshot(path=str(screenshot_path("console-mobile.png", tmp_path)))
+        with page.expect_navigation():
+            row.locator("a.event-link").click()
+        assert f"/console/events/{refused_purchase['id']}" in page.url
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        assert page.locator("#destination-commerce .dead-letter").is_visible()
+        assert "HTTP 422" in page.locator("#destination-commerce").inner_text()
+        page.locator("#destination-commerce details.request summary").first.click()
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        page.screenshot(path=str(screenshot_path("console-event-mobile.png", tmp_path)), full_page=True)
+        assert_no_errors(tab)
+    finally:
+        context.close()
 
 
 def summary(stack: ServeStack) -> dict:
@@ -195,7 +269,7 @@ def test_a_dead_letter_is_replayed_by_its_button_and_delivered(console_tab: Tab,
 
 
 def test_at_390_px_wide_the_page_never_scrolls_sideways(chromium: Any, stack: ServeStack, traffic: Traffic, tmp_path: Path):
-    """On a 390 px phone the page is no wider than the screen: wide tables scroll inside their own box."""
+    """On a 390 px phone the page is no wider than the screen: the tail's and the dead letters' rows stack, nothing scrolls sideways."""
     context = chromium.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=1, is_mobile=True, has_touch=True)
     try:
         tab = Tab(context)
@@ -204,14 +278,12 @@ def test_at_390_px_wide_the_page_never_scrolls_sideways(chromium: Any, stack: Se
         assert page.locator("tr[data-delivery-id]").count() >= 1
         assert page.evaluate("document.documentElement.scrollWidth") <= 390
         tail = page.locator(f"#tail-{SITE} .table-wrap")
-        assert tail.evaluate("el => el.scrollWidth > el.clientWidth")  # a wide table scrolls in its own box
+        assert tail.evaluate("el => el.scrollWidth <= el.clientWidth")  # the tail's rows stack: not even the table scrolls
         replay = page.locator("tr[data-delivery-id] button.replay").first
         box = replay.bounding_box()  # a dead letter's buttons are in reach without scrolling sideways
         assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390
         sizes = page.evaluate("[...document.querySelectorAll('td, p, button')].map(e => parseFloat(getComputedStyle(e).fontSize))")
         assert min(sizes) >= 12
-        page.locator("#dead-letters").scroll_into_view_if_needed()
-        page.screenshot(path=str(screenshot_path("console-mobile.png", tmp_path)))
         assert_no_errors(tab)
     finally:
         context.close()
