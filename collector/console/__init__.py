@@ -1,5 +1,9 @@
 """The site owner's console at ``/console/``: delivery chart, backlog, live tail, refusals, drops, dead letters.
 
+What the panels show is narrowed by the query's filters, search and time
+range (``find.py``), the same for the page and the JSON API; one event is
+shown whole at ``/console/events/<event id>`` (``panels.event_detail``).
+
 It exists only when the configuration has ``[console] token``
 (:func:`init_app`, called by ``create_app``); otherwise every ``/console/``
 URL is the collector's JSON 404.

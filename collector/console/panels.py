@@ -24,7 +24,7 @@ from collector import delivery_stats, drop_stats
 from collector.config import CollectorConfig
 from collector.console.find import RANGE_LABELS, Find
 from collector.defaults import DESTINATIONS
-from collector.delivery_trace import DEAD, NOT_TRACED, QUEUED, event_statuses, records_by_event, site_records
+from collector.delivery_trace import DEAD, DELIVERED, event_statuses, records_by_event, site_records
 from collector.live_tail import recent_batches, recent_refusals
 from collector.masking import masked_strings, masked_text
 from collector.queue import KEY_PREFIX, pending_entries
@@ -252,9 +252,9 @@ def live_tail(redis: Redis, config: CollectorConfig, find: Find | None = None, n
     """Per configured site (the one ``find`` names), the events of its last accepted batches, newest batch first.
 
     Each event row has its batch's time, number and source, and its status
-    per destination: from its traced attempts (``delivery_trace.py``), else
-    ``dead`` when its delivery is a dead letter, else ``queued`` or ``not
-    traced``. An Account's personal fields were masked when the tail was
+    per destination: ``dead`` while its delivery is a dead letter (traced
+    or not), else from its traced attempts (``delivery_trace.py``), else
+    ``queued`` or ``not traced``. An Account's personal fields were masked when the tail was
     written; e-mail addresses and secret-looking URL parameters are masked
     here (``masking.py``). At most :data:`EVENTS_SHOWN` events per site,
     after the filters.
@@ -286,8 +286,8 @@ def _tail_row(number: int, batch: dict[str, Any], event: dict[str, Any], records
     traced = bool(batch.get("traced"))
     statuses = event_statuses(sorted(set(carried) | {record["destination"] for record in records}), traced, records)
     for destination, delivery in carried.items():
-        if statuses.get(destination) in (QUEUED, NOT_TRACED) and (destination, delivery) in dead:
-            statuses[destination] = DEAD
+        if (destination, delivery) in dead and statuses.get(destination) != DELIVERED:
+            statuses[destination] = DEAD  # a dead letter is there until replayed: it outranks an older record, or none
     answers = {}
     for record in records:
         answers.setdefault(record["destination"], record.get("status"))

@@ -192,6 +192,24 @@ def test_every_attempt_is_listed_retry_then_delivered(console, redis_client, run
     assert tail_events(console, q=event["id"])[0]["statuses"] == {"commerce": "delivered"}
 
 
+def test_a_dead_letter_outranks_an_older_retry_and_an_untraced_row(console_app, redis_client, runtime):
+    """A delivery given up after retries (the job failed as a whole, so no new record) shows dead; so does an untraced one."""
+    client = console_app.test_client()
+    retried = make_event("User Login")
+    collect(client, retried)
+    [attempt] = work(runtime, redis_client, "commerce", Outcome.RETRY, 503)
+    assert tail_events(client, q=retried["id"])[0]["statuses"] == {"commerce": "retrying"}
+    runtime.dead_letters.add([attempt], 5, reason_prefix="gave up after 60 s: ")
+    assert tail_events(client, q=retried["id"])[0]["statuses"] == {"commerce": "dead"}
+    state = console_app.extensions["collector"]
+    console_app.extensions["collector"] = dataclasses.replace(state, trace_budget=TraceBudget(per_second=0))
+    untraced = make_event("User Login")
+    collect(client, untraced)
+    [delivery] = [d for d in queued(redis_client, "commerce") if d["event_ids"] == [untraced["id"]]]
+    runtime.dead_letters.add([Attempt(delivery, Outcome.DEAD, status=400)], 1)
+    assert tail_events(client, q=untraced["id"])[0]["statuses"] == {"commerce": "dead"}
+
+
 def test_an_event_no_tail_or_trace_knows_is_a_404_page_and_a_json_404(console):
     """An unknown event id answers the page's 404 (with a pointer to the dead letters) and the API's JSON 404."""
     page = console.get("/console/events/no_such_event_0000", headers=BEARER)
