@@ -117,7 +117,7 @@ def config_toml(
     consent_store (requires consent).
 
     Each keeps bots' events (``bots = "keep"``): the tests post with httpx, whose User-Agent
-    (``python-httpx/...``) the bot list names. ``tests/collector/test_bots.py`` covers the default, "drop"."""
+    (``python-httpx/...``) the bot list names. ``tests/collector/inbound/test_bots.py`` covers the default, "drop"."""
     allowed = ", ".join(f'"{name}"' for name in account_fields)
     return f"""
 [collector]
