@@ -1,16 +1,16 @@
 """The worker's side of traced deliveries: one record per attempt, masked, for the console's event page.
 
 A delivery is traced when ``/collect`` marked it so (the console is on and
-its budget allowed, ``collector/delivery_trace.py``). For each attempt at
+its budget allowed, ``collector/storage/delivery_trace.py``). For each attempt at
 one, the job keeps what a site owner needs to see why an event did or did
 not reach a vendor: when, the outcome, the vendor's status and answer
-(at most :data:`~collector.delivery_trace.MAX_ANSWER_CHARS`) and how long it
+(at most :data:`~collector.storage.delivery_trace.MAX_ANSWER_CHARS`) and how long it
 took, and the request as it was sent: the URL, the headers with the API
 key masked (the site's keys wherever they appear, and the key headers
 whole), the visitor's forwarded address cut to its first part, and the body
 with a Commerce Account's personal fields, e-mail addresses and
 secret-looking URL parameters masked, cut to
-:data:`~collector.delivery_trace.MAX_REQUEST_BODY_CHARS`.
+:data:`~collector.storage.delivery_trace.MAX_REQUEST_BODY_CHARS`.
 
 :func:`attempt_records` returns the records as JSON text; the job writes
 them in the pipeline of its counts (``delivery_stats.record_job``). With the
@@ -24,9 +24,9 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from collector.delivery_trace import MAX_ANSWER_CHARS, MAX_REQUEST_BODY_CHARS, TRACE_FIELD
-from collector.live_tail import masked as without_personal_fields
-from collector.masking import MASK, masked_strings, masked_text
+from collector.storage.delivery_trace import MAX_ANSWER_CHARS, MAX_REQUEST_BODY_CHARS, TRACE_FIELD
+from collector.observe.live_tail import masked as without_personal_fields
+from collector.observe.masking import MASK, masked_strings, masked_text
 from worker.dead_letters import masked as without_secrets
 from worker.delivery import Attempt, Outcome, VendorClient
 from worker.runtime import WorkerRuntime, api_keys
