@@ -27,6 +27,7 @@ import asyncio
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -115,20 +116,52 @@ class Sender:
         return self._run(self._send_all(job_key, deliveries, deadline))
 
     async def _send_all(self, job_key: str, deliveries: list[dict[str, Any]], deadline: float) -> list[Attempt]:
-        tasks = [asyncio.ensure_future(self._deliver(job_key, delivery, deadline)) for delivery in deliveries]
-        try:
-            done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-        except asyncio.CancelledError:
-            await _cancel(tasks)
-            raise
-        failures = [task.exception() for task in done if not task.cancelled() and task.exception() is not None]
-        if failures:  # each one read: asyncio logs a traceback for every task error nobody retrieved
-            await _cancel(list(pending))
-            raise failures[0]  # type: ignore[misc]
-        return [attempt for task in tasks for attempt in task.result()]
+        """The deliveries, sent by as many lanes as their throttles could let through at once.
 
-    async def _deliver(self, job_key: str, delivery: dict[str, Any], deadline: float, tries: int = 1) -> list[Attempt]:
-        """One delivery's attempts; a throttled part of it sent again after its wait, while the job may."""
+        A lane takes the next delivery, sends it and takes another: no task
+        and no wait per delivery while the throttle has room, which is most
+        of a busy loop's work at a vendor's latency. A delivery the vendor
+        asked to send again later waits in a task of its own, so its lane
+        goes on with the others.
+        """
+        results: list[list[Attempt]] = [[] for _ in deliveries]
+        queue = deque(enumerate(deliveries))
+        later: list[asyncio.Future[None]] = []
+        lanes = [asyncio.ensure_future(self._lane(job_key, queue, results, later, deadline)) for _ in range(self._lanes_for(deliveries))]
+        try:
+            await _all_or_first_error(lanes)
+            await _all_or_first_error(later)
+        except BaseException:
+            await _cancel(later)
+            raise
+        return [attempt for attempts in results for attempt in attempts]
+
+    def _lanes_for(self, deliveries: list[dict[str, Any]]) -> int:
+        destinations = {(delivery["site"], delivery["destination"]) for delivery in deliveries}
+        room = sum(self.throttles[key].max_in_flight if key in self.throttles else 1 for key in destinations)
+        return max(1, min(len(deliveries), room))
+
+    async def _lane(
+        self,
+        job_key: str,
+        queue: deque[tuple[int, dict[str, Any]]],
+        results: list[list[Attempt]],
+        later: list[asyncio.Future[None]],
+        deadline: float,
+    ) -> None:
+        while queue:
+            index, delivery = queue.popleft()
+            attempts = await self._deliver(job_key, delivery, deadline)
+            if all(wait_in_job(attempt) is None for attempt in attempts):
+                results[index] = attempts
+            else:
+                later.append(asyncio.ensure_future(self._settle_later(job_key, index, attempts, results, deadline)))
+
+    async def _settle_later(self, job_key: str, index: int, attempts: list[Attempt], results: list[list[Attempt]], deadline: float) -> None:
+        results[index] = [part for attempt in attempts for part in await self._again_if_throttled(job_key, attempt, deadline, tries=1)]
+
+    async def _deliver(self, job_key: str, delivery: dict[str, Any], deadline: float) -> list[Attempt]:
+        """One delivery's attempts (several when a client splits a refused batch); its mark in the ledger."""
         key = (delivery["site"], delivery["destination"])
         client = self.clients.get(key)
         if client is None:
@@ -147,14 +180,16 @@ class Sender:
                 await self._marks.mark_delivered(job_key, delivered)
         finally:
             throttle.release()
-        return [part for attempt in attempts for part in await self._again_if_throttled(job_key, attempt, deadline, tries)]
+        return attempts
 
     async def _again_if_throttled(self, job_key: str, attempt: Attempt, deadline: float, tries: int) -> list[Attempt]:
+        """A throttled delivery sent again after its wait, while the job may; its final attempts."""
         wait = wait_in_job(attempt)
         if wait is None or tries >= TRIES_IN_JOB or time.monotonic() + wait > deadline or self.stopping.is_set():
             return [attempt]
         await asyncio.sleep(wait)
-        return await self._deliver(job_key, attempt.delivery, deadline, tries + 1)
+        attempts = await self._deliver(job_key, attempt.delivery, deadline)
+        return [part for again in attempts for part in await self._again_if_throttled(job_key, again, deadline, tries + 1)]
 
     async def _send_one(self, client: VendorClient, delivery: dict[str, Any]) -> list[Attempt]:
         """Whatever goes wrong in sending one delivery is its outcome, never the job's: an error no one
@@ -179,6 +214,21 @@ class Sender:
         if not self._thread.is_alive():
             self._loop.close()
         self._marks_thread.shutdown(wait=True)
+
+
+async def _all_or_first_error(tasks: list[asyncio.Future[Any]]) -> None:
+    """Wait for every task; on the first error (or when cancelled) cancel the rest, and raise."""
+    if not tasks:
+        return
+    try:
+        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    except asyncio.CancelledError:
+        await _cancel(tasks)
+        raise
+    failures = [task.exception() for task in done if not task.cancelled() and task.exception() is not None]
+    if failures:  # each one read: asyncio logs a traceback for every task error nobody retrieved
+        await _cancel(list(pending))
+        raise failures[0]  # type: ignore[misc]
 
 
 async def _cancel(tasks: list[asyncio.Future[Any]]) -> None:
