@@ -51,12 +51,12 @@ from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
 from rq.exceptions import StopRequested
 from rq.job_lifecycle import call_exception_handlers
 from rq.scheduler import RQScheduler
-from rq.serializers import JSONSerializer
 from rq.worker import WorkerStatus
 
 from collector.config import CollectorConfig, DeliveryPolicy
 from collector.defaults import DESTINATIONS
 from collector.redis_server import OutageLog, redis_address
+from worker.job_data import JobDataSerializer
 from worker.dispatch import DeliveryQueue, Dispatcher, owner_token, queue_name, release_if_owner_gone
 from worker.runtime import WorkerRuntime, install
 
@@ -163,7 +163,7 @@ class OutageAwareQueue(DeliveryQueue):
 
 def worker_queue(redis: Redis, destination: str) -> OutageAwareQueue:
     """``destination``'s queue as a delivery process works it (RQ wants the worker's queues of its ``queue_class``)."""
-    return OutageAwareQueue(queue_name(destination), connection=redis, serializer=JSONSerializer)
+    return OutageAwareQueue(queue_name(destination), connection=redis, serializer=JobDataSerializer)
 
 
 class DeliveryWorker(SimpleWorker):
@@ -458,7 +458,7 @@ def run_delivery_process(config: CollectorConfig, redis_url: str, destination: s
                 previous = worker = DeliveryWorker(
                     [worker_queue(redis, destination)],
                     connection=redis,
-                    serializer=JSONSerializer,
+                    serializer=JobDataSerializer,
                     maintenance_interval=MAINTENANCE_SECONDS,
                     stopping=stopping,
                     ignore_sigint=supervised,
@@ -511,7 +511,7 @@ def run_burst(config: CollectorConfig, redis_url: str) -> None:
         queues = [worker_queue(redis, destination) for destination in DESTINATIONS]
         # the dispatcher keeps only a few jobs waiting, so alternate until nothing is left
         while dispatcher.drain_all() or any(queue.count for queue in queues):
-            DeliveryWorker(queues, connection=redis, serializer=JSONSerializer).work(burst=True, logging_level="WARNING")
+            DeliveryWorker(queues, connection=redis, serializer=JobDataSerializer).work(burst=True, logging_level="WARNING")
     finally:
         runtime.close()
         install(None)
