@@ -15,8 +15,11 @@ from typing import Any
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from collector import bots, defaults, rate_limit_storage
-from collector.config import CollectorConfig, CollectorSettings, load_config
+from collector.config import defaults
+from collector.config.loading import load_config
+from collector.config.schema import CollectorConfig, CollectorSettings
+from collector.inbound import bots
+from collector.storage import rate_limit_storage
 
 
 def _site_config(value: Any) -> CollectorConfig:
@@ -58,8 +61,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 def _bind_extensions(app: Flask, site_config: CollectorConfig) -> None:
     from collector.errors import register_error_handlers
     from collector.extensions import CollectorState, connect_redis, limiter, limiter_timeout, queue_timeout
-    from collector.queue import Outbox
-    from collector.sources.api import write_key_index
+    from collector.inbound.sources.api import write_key_index
+    from collector.storage.outbox import Outbox
 
     redis = connect_redis(app.config["REDIS_URL"], queue_timeout(site_config.settings))
     app.extensions["collector"] = CollectorState(
@@ -85,8 +88,9 @@ def _process_rate_limit(app: Flask, settings: CollectorSettings) -> str:
 
 
 def _register_blueprints(app: Flask) -> None:
-    from collector import collect, health, metrics, openapi, snippet
-    from collector.sources import api as sources
+    from collector.inbound import collect, openapi, snippet
+    from collector.inbound.sources import api as sources
+    from collector.observe import health, metrics
 
     for module in (collect, sources, snippet, openapi, health, metrics):
         app.register_blueprint(module.bp)
@@ -96,6 +100,6 @@ def _register_blueprints(app: Flask) -> None:
         app.register_blueprint(demo.bp)
     console_settings = app.extensions["collector"].config.console
     if console_settings is not None:  # [console] token: the blueprint, and a session key derived from the token
-        from collector import console
+        from collector.observe import console
 
         console.init_app(app, console_settings)

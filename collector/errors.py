@@ -7,12 +7,12 @@ snippet, a site owner's curl and the tests all read the same keys. Raise a
 
 Every refusal (a 4xx the collector chose, not a 404 or 405 of routing) is
 logged as one warning with its reason, never the body, through
-:class:`RefusalLog`: at most :data:`~collector.defaults.REFUSAL_LOG_LINES_PER_MINUTE`
+:class:`RefusalLog`: at most :data:`~collector.config.defaults.REFUSAL_LOG_LINES_PER_MINUTE`
 lines a minute per process, so that a flood of bad requests cannot flood
 the logs; the refusals past it are counted and the next line says how many.
 A reason can quote what the client sent (an unknown site's name): e-mail
 addresses and secret-looking URL parameters in it are masked as the
-console masks them (``masking.py``).
+console masks them (``observe/masking.py``).
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from flask import Flask, Response, current_app, jsonify, request
 from flask_limiter import RateLimitExceeded
 from werkzeug.exceptions import HTTPException
 
-from collector import defaults
-from collector.masking import masked_text
+from collector.config import defaults
+from collector.observe.masking import masked_text
 
 log = logging.getLogger(__name__)
 

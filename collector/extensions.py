@@ -8,14 +8,14 @@ applies, each with its own count, to what strangers can reach and make the
 collector work for: ``/collect``, the Segment/RudderStack ``/v1/...`` posts,
 the settings document and source config their SDKs load, and the console's
 pages, API and login form (whose posts have a stricter limit of their own,
-:data:`~collector.defaults.CONSOLE_LOGIN_ATTEMPTS`). Every other endpoint
+:data:`~collector.config.defaults.CONSOLE_LOGIN_ATTEMPTS`). Every other endpoint
 is filtered out before the limiter looks at its storage, so ``/healthz``
 never waits.
 
 Where it counts (``rate_limit_storage``):
 
 - ``memory`` (the default): each server process counts in its own memory
-  (``rate_limit_storage.py``, without the timer thread of limits' own
+  (``storage/rate_limit_storage.py``, without the timer thread of limits' own
   memory storage) and allows its share, the limit divided by the number of processes
   (``collector serve --workers``, or ``COLLECTOR_PROCESSES`` for another
   WSGI server), rounded down. The processes together never allow more
@@ -56,10 +56,10 @@ from redis import Redis, RedisError
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from collector import defaults
-from collector.config import CollectorConfig, CollectorSettings, Site
-from collector.enrich import client_address
-from collector.queue import Outbox
+from collector.config import defaults
+from collector.config.schema import CollectorConfig, CollectorSettings, Site
+from collector.inbound.enrich import client_address
+from collector.storage.outbox import Outbox
 
 
 def _collect_limit() -> str:

@@ -6,7 +6,7 @@ The flags keep Chromium off the network it would otherwise call at start
 
 Headless Chromium says ``HeadlessChrome`` in its User-Agent, which the
 collector's bot list names: by default a site drops what it sends
-(``collector/bots.py``). The browser the tests and benches drive plays a
+(``collector/inbound/bots.py``). The browser the tests and benches drive plays a
 visitor, so it says what a desktop Chrome on Linux says
 (:data:`VISITOR_USER_AGENT`, for every context, ``navigator.userAgent``
 included); a test that wants the headless one passes ``user_agent=`` to

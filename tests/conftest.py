@@ -29,8 +29,9 @@ from redis import Redis
 from werkzeug.serving import make_server
 
 from collector import create_app
-from collector.config import CollectorConfig, load_config
-from collector.redis_server import EmbeddedRedis
+from collector.config.loading import load_config
+from collector.config.schema import CollectorConfig
+from collector.storage.redis_server import EmbeddedRedis
 from tests.vendors import CommerceStandIn, DepictStandIn
 
 REPO = Path(__file__).resolve().parents[1]
@@ -116,7 +117,7 @@ def config_toml(
     consent_store (requires consent).
 
     Each keeps bots' events (``bots = "keep"``): the tests post with httpx, whose User-Agent
-    (``python-httpx/...``) the bot list names. ``tests/collector/test_bots.py`` covers the default, "drop"."""
+    (``python-httpx/...``) the bot list names. ``tests/collector/inbound/test_bots.py`` covers the default, "drop"."""
     allowed = ", ".join(f'"{name}"' for name in account_fields)
     return f"""
 [collector]
@@ -218,7 +219,7 @@ def running_collector_dev(log: Path) -> Iterator[CollectorDev]:
     It is up once /readyz answers; on the way out it gets Ctrl-C as a user
     would give it, and only if it does not exit, SIGTERM and SIGKILL to the group.
     """
-    from collector.redis_server import free_port
+    from collector.storage.redis_server import free_port
 
     port = free_port()
     env = {key: value for key, value in os.environ.items() if key not in ("REDIS_URL", "COLLECTOR_CONFIG")}

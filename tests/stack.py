@@ -31,8 +31,8 @@ import httpx
 import psutil
 from redis import Redis
 
-from collector.defaults import DEFAULT_ACCOUNT_FIELDS
-from collector.redis_server import EmbeddedRedis, free_port
+from collector.config.defaults import DEFAULT_ACCOUNT_FIELDS
+from collector.storage.redis_server import EmbeddedRedis, free_port
 from tests.conftest import COMMERCE_KEY, CONSENT_SITE, DEPICT_KEY, ORIGIN, REPO, SITE
 from tests.conftest import config_toml as shared_config_toml
 from tests.vendors import CommerceStandIn, DepictStandIn

@@ -30,7 +30,8 @@ from pathlib import Path
 import pytest
 
 from collector import cli
-from collector.redis_server import durability_warnings, free_port
+from collector.cli.options import warn_about_durability
+from collector.storage.redis_server import durability_warnings, free_port
 from tests.chromium import VISITOR_USER_AGENT
 from tests.conftest import REPO
 from tests.factories import make_event
@@ -261,7 +262,7 @@ def test_worker_stops_cleanly(tmp_path, config_file, redis_url, how, log_format)
 
 def test_json_log_lines_parse_and_carry_exceptions():
     """The JSON formatter: one object per record, the traceback in "exception", a URL's password masked."""
-    from collector.logs import JsonFormatter
+    from collector.observe.logs import JsonFormatter
 
     try:
         raise ValueError("boom")
@@ -285,7 +286,7 @@ def test_an_unreachable_redis_is_named_as_such_without_its_password(caplog):
         f"cannot reach Redis at 127.0.0.1:{port}: connection refused"
     ]
     with caplog.at_level(logging.WARNING, logger="collector"):
-        cli._warn_about_durability(url)
+        warn_about_durability(url)
     logged = " ".join(record.getMessage() for record in caplog.records)
     assert f"cannot reach Redis at 127.0.0.1:{port}: connection refused" in logged and "s3cretpw" not in logged
 

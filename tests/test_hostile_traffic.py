@@ -27,8 +27,8 @@ from typing import Any
 import httpx
 import pytest
 
-from collector.map.commerce import web_event_id
-from collector.queue import decode_entry
+from collector.mapping.commerce import web_event_id
+from collector.storage.outbox import decode_entry
 from tests.conftest import COMMERCE_KEY, DEPICT_KEY
 from tests.factories import make_event
 from tests.stack import CONSENT_SITE, ORIGIN, SITE, Answer, ServeStack, http_exchange

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pytest
 
-from collector.redis_server import free_port
+from collector.storage.redis_server import free_port
 from tests.conftest import REPO
 
 INSTALL_SECONDS = 600  # bounded: a machine without pip's cache downloads every dependency
@@ -163,7 +163,7 @@ def test_the_quickstart_works_with_an_externally_managed_python(workspace):
     run_install_and_dev(tree, run, environment, port)
     assert (tree / ".venv" / "bin" / "collector").exists()
 
-    bounded = {**environment, "PYTEST_ADDOPTS": "-q -p no:cacheprovider tests/collector/test_config.py"}
+    bounded = {**environment, "PYTEST_ADDOPTS": "-q -p no:cacheprovider tests/collector/config/test_config.py"}
     tested = subprocess.run(["bash", "-c", test], cwd=tree, env=bounded, capture_output=True, text=True, timeout=INSTALL_SECONDS)
     assert tested.returncode == 0, (tested.stdout + tested.stderr)[-4000:]
     assert re.search(r"^\d+ passed", tested.stdout, re.MULTILINE), tested.stdout[-2000:]

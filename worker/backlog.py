@@ -1,7 +1,7 @@
 """What still waits for delivery, per destination, and how long the oldest event has waited (the lag).
 
 Read at scrape time by ``/metrics`` and by the console. An event waits
-either in an outbox (compressed entries, ``collector/queue.py``) or in an RQ
+either in an outbox (compressed entries, ``collector/storage/outbox.py``) or in an RQ
 job: queued, running, or scheduled for a retry. Each job's meta holds when
 its oldest delivery was accepted (set by the dispatcher), so the lag needs
 no job's payload.
@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from redis import Redis
 from rq.job import Job
 
-from collector.defaults import DESTINATIONS
-from collector.queue import OUTBOX_REGISTRY, decode_entry
+from collector.config.defaults import DESTINATIONS
+from collector.storage.outbox import OUTBOX_REGISTRY, decode_entry
 from worker.dispatch import OLDEST_QUEUED_AT, delivery_queue
 
 

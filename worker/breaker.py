@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from redis import Redis
 
-from collector.queue import KEY_PREFIX
+from collector.storage.outbox import KEY_PREFIX
 
 
 def breaker_key(site: str, destination: str) -> str:

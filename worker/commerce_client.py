@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from collector.config import CommerceDestination
+from collector.config.schema import CommerceDestination
 from worker.delivery import VendorClient
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from redis import Redis
 
-from collector.queue import KEY_PREFIX
+from collector.storage.outbox import KEY_PREFIX
 from worker.delivery import MAX_KEPT_BODY_CHARS, Attempt
 
 DEAD_LETTERS = KEY_PREFIX + "dead-letters"

@@ -24,8 +24,8 @@ from typing import Any
 import aiohttp
 import orjson
 
-from collector.config import DeliveryPolicy
-from collector.defaults import RETRY_JITTER
+from collector.config.defaults import RETRY_JITTER
+from collector.config.schema import DeliveryPolicy
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from typing import Any
 
 import aiohttp
 
-from collector.config import DepictDestination
-from collector.routing import depict_delivery_id
+from collector.config.schema import DepictDestination
+from collector.mapping.routing import depict_delivery_id
 from worker.delivery import Attempt, VendorClient
 
 PASSED_ON_HEADERS = ("Referer", "User-Agent", "X-Forwarded-For", "X-Forwarded-Host")

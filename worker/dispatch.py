@@ -1,7 +1,7 @@
 """Outbox -> RQ jobs of many deliveries each.
 
 ``/collect`` appends one entry (a compressed list of deliveries) per request
-to one outbox list per site and destination (``collector/queue.py``). A
+to one outbox list per site and destination (``collector/storage/outbox.py``). A
 dispatcher thread in every ``collector worker`` takes whole entries from the
 head of an outbox, up to ``deliveries_per_job`` deliveries, and, in one
 MULTI/EXEC, creates the RQ job that carries them and trims them off the
@@ -37,9 +37,9 @@ from rq import Queue, Retry
 from rq.intermediate_queue import IntermediateQueue
 from rq.utils import now
 
-from collector.config import DeliveryPolicy
-from collector.queue import KEY_PREFIX, OUTBOX_REGISTRY, WAKE_LIST, decode_entry
-from collector.redis_server import OutageLog, redis_address
+from collector.config.schema import DeliveryPolicy
+from collector.storage.outbox import KEY_PREFIX, OUTBOX_REGISTRY, WAKE_LIST, decode_entry
+from collector.storage.redis_server import OutageLog, redis_address
 from worker.breaker import Breaker
 from worker.job_data import JobDataSerializer
 

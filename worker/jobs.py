@@ -35,9 +35,9 @@ from typing import Any
 from redis import Redis, RedisError
 from rq import get_current_job
 
-from collector.config import DeliveryPolicy
-from collector.delivery_stats import JobFigures, answer_class, record_job
-from collector.queue import wake_dispatchers
+from collector.config.schema import DeliveryPolicy
+from collector.storage.delivery_stats import JobFigures, answer_class, record_job
+from collector.storage.outbox import wake_dispatchers
 from worker.breaker import Breaker
 from worker.delivery import Attempt, Outcome, describe_error, retry_delay
 from worker.dispatch import job_timeout_seconds

@@ -32,8 +32,8 @@ from typing import Any
 
 from redis import Redis
 
-from collector.config import DeliveryPolicy
-from collector.queue import KEY_PREFIX
+from collector.config.schema import DeliveryPolicy
+from collector.storage.outbox import KEY_PREFIX
 
 LEDGER_MARGIN_SECONDS = 3600
 LEDGER_GRACE_SECONDS = 120  # longer than RQ takes to see a killed job as abandoned and run it again

@@ -13,7 +13,7 @@ from typing import Any
 
 from redis import Redis
 
-from collector.queue import OUTBOX_REGISTRY, encode_entry, outbox_key
+from collector.storage.outbox import OUTBOX_REGISTRY, encode_entry, outbox_key
 
 
 def return_to_outbox(redis: Redis, deliveries: Sequence[dict[str, Any]]) -> None:

@@ -53,11 +53,11 @@ from rq.job_lifecycle import call_exception_handlers
 from rq.scheduler import RQScheduler
 from rq.worker import WorkerStatus
 
-from collector.config import CollectorConfig, DeliveryPolicy
-from collector.defaults import DESTINATIONS
-from collector.redis_server import OutageLog, redis_address
-from worker.job_data import JobDataSerializer
+from collector.config.defaults import DESTINATIONS
+from collector.config.schema import CollectorConfig, DeliveryPolicy
+from collector.storage.redis_server import OutageLog, redis_address
 from worker.dispatch import DeliveryQueue, Dispatcher, owner_token, queue_name, release_if_owner_gone
+from worker.job_data import JobDataSerializer
 from worker.runtime import WorkerRuntime, install
 
 log = logging.getLogger(__name__)
@@ -431,7 +431,7 @@ class DeliveryScheduler(RQScheduler):
 def run_delivery_process(config: CollectorConfig, redis_url: str, destination: str, supervised: bool = False) -> None:
     """Perform ``destination``'s jobs until SIGTERM/SIGINT (or, ``supervised``, the supervisor's death),
     waiting quietly for Redis whenever it goes away."""
-    from collector.logs import setup_from_environment
+    from collector.observe.logs import setup_from_environment
 
     setup_from_environment()
     stopping = threading.Event()

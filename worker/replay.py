@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from redis import Redis
 
-from collector.queue import OUTBOX_REGISTRY, encode_entry, outbox_key, wake_dispatchers
+from collector.storage.outbox import OUTBOX_REGISTRY, encode_entry, outbox_key, wake_dispatchers
 from worker.dead_letters import DEAD_LETTERS, DeadLetter, DeadLetters, dead_letter_field
 
 

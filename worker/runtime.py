@@ -14,7 +14,7 @@ from typing import Any
 
 from redis import Redis
 
-from collector.config import CollectorConfig
+from collector.config.schema import CollectorConfig
 from worker.commerce_client import CommerceClient
 from worker.dead_letters import DeadLetters
 from worker.delivery import Attempt, VendorClient

@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 
-from collector.config import DeliveryPolicy
+from collector.config.schema import DeliveryPolicy
 from worker.delivery import USER_AGENT, Attempt, Outcome, VendorClient, describe_error
 from worker.ledger import DeliveryLedger, GroupCommit
 from worker.throttle import Throttle, signal_of

@@ -18,12 +18,12 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from collector.config import CollectorConfig, CommerceDestination, DepictDestination, Site
+from collector.config.schema import CollectorConfig, CommerceDestination, DepictDestination, Site
 from collector.demo.vendor_spec import COMMERCE_SPEC, DEPICT_SPEC, VendorSpec
 from collector.extensions import collector_state
-from collector.live_tail import recent_batches
-from collector.map.commerce import web_event_id
-from collector.queue import KEY_PREFIX
+from collector.mapping.commerce import web_event_id
+from collector.observe.live_tail import recent_batches
+from collector.storage.outbox import KEY_PREFIX
 
 bp = Blueprint("demo", __name__)
 

@@ -33,8 +33,8 @@ from dataclasses import dataclass
 import psutil
 from redis import Redis
 
-from collector.config import load_config
-from collector.defaults import DESTINATIONS
+from collector.config.defaults import DESTINATIONS
+from collector.config.loading import load_config
 from tests.bench import delivery
 from tests.bench.footprint import jobs_waiting_or_running, outboxes_empty, settle
 from tests.bench.loadgen import send_batches

@@ -45,9 +45,10 @@ import aiohttp
 import psutil
 from redis import Redis
 
-from collector.config import DeliveryPolicy, load_config
-from collector.defaults import DESTINATIONS
-from collector.queue import WAKE_LIST, outbox_key
+from collector.config.defaults import DESTINATIONS
+from collector.config.loading import load_config
+from collector.config.schema import DeliveryPolicy
+from collector.storage.outbox import WAKE_LIST, outbox_key
 from tests.bench import bare_aiohttp, outbox, vendor_speed
 from tests.bench.loadgen import send_batches
 from tests.bench.payload import EVENTS_PER_BATCH

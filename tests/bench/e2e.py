@@ -32,7 +32,7 @@ from typing import Any
 
 import httpx
 
-from collector.map.commerce import web_event_id
+from collector.mapping.commerce import web_event_id
 from tests.bench import browser
 from tests.bench.payload import HEADERS, batch, new_nonce
 from tests.bench.report import Row, heading, percentile, ratio, table

@@ -15,7 +15,7 @@ the bench's vendor stand-ins (Depict and Commerce) running.
    delivered, every key of the Redis is read with ``MEMORY USAGE key
    SAMPLES 0`` and ``PTTL``, and its bytes are weighted by the share of a
    day its TTL keeps it (TTL 4 h: 4/24 of its bytes; the dedupe shards of
-   ``collector/dedupe.py``, per-site sets of fingerprints in 4-hour
+   ``collector/storage/dedupe.py``, per-site sets of fingerprints in 4-hour
    generations, by how long each will live, 24 to 28 h, so a little more
    than their bytes; a key without TTL counts fully). Before each volume the
    site's dedupe shards are removed and the previous generation's count
@@ -59,9 +59,9 @@ from redis import Redis
 from rq import Queue, Worker
 from rq.serializers import JSONSerializer
 
-from collector import dedupe
-from collector.defaults import DESTINATIONS
-from collector.queue import outbox_key
+from collector.config.defaults import DESTINATIONS
+from collector.storage import dedupe
+from collector.storage.outbox import outbox_key
 from tests.bench import outbox
 from tests.bench.loadgen import send_batches
 from tests.bench.payload import EVENTS_PER_BATCH, batch, event_ids, new_nonce

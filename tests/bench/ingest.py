@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from redis import Redis
 
-from collector.queue import outbox_key
+from collector.storage.outbox import outbox_key
 from tests.bench import outbox
 from tests.bench.floor import FLOOR_LIST
 from tests.bench.footprint import GUNICORN_ROLES, print_rss

@@ -5,8 +5,8 @@
    client, against one embedded Redis, with ``PROMETHEUS_MULTIPROC_DIR`` set
    as ``collector serve`` sets it (multiprocess counters write to mmap'ed
    files). The collector's functions along the path are wrapped with
-   timers, looked up where ``/collect`` calls them (``collector.collect``,
-   ``collector.intake``, ``collector.queue``), and the request's remaining
+   timers, looked up where ``/collect`` calls them (``collector.inbound.collect``,
+   ``collector.inbound.intake``, ``collector.storage.outbox``), and the request's remaining
    time is Flask and Werkzeug (routing, request and response objects, the
    test client's environ). A wrapper that no longer finds its function
    (the code moved) is listed as missing, not an error. Each part's
@@ -66,32 +66,32 @@ CONNECTIONS = 8
 # (label, module, attribute, part): the functions /collect calls, where it looks them up. A part's time includes the
 # time of the parts nested in it; "self" rows subtract them.
 COLLECT_PARTS = [
-    ("read_body", "collector.collect", "read_body", "body read/parse"),
-    ("parse_json", "collector.collect", "parse_json", "body read/parse"),
-    ("load_envelope", "collector.collect", "load_envelope", "body read/parse"),
-    ("may_hold_lone_surrogates", "collector.collect", "may_hold_lone_surrogates", "validation"),
-    ("check_batch (schema + Account fields)", "collector.collect", "check_batch", "validation"),
-    ("without_repeats", "collector.collect", "without_repeats", "validation"),
-    ("check_web_event_budget", "collector.collect", "check_web_event_budget", "validation"),
-    ("context_from_request (IP, UA, visitor id)", "collector.collect", "context_from_request", "enrichment"),
-    ("queue_batch (all of it)", "collector.collect", "queue_batch", None),
-    ("build_deliveries (both vendors' mapping)", "collector.intake", "build_deliveries", None),
-    ("to_depict_event (x events)", "collector.routing", "to_depict_event", "mapping"),
-    ("to_web_event (x events)", "collector.routing", "to_web_event", "mapping"),
-    ("depict_delivery_id", "collector.routing", "depict_delivery_id", "mapping"),
-    ("tail_entry (live tail text)", "collector.intake", "tail_entry", "enqueue (script, dedupe, live tail)"),
-    ("Outbox.try_enqueue (all of it)", "collector.queue", "Outbox.try_enqueue", None),
-    ("encode_entry (orjson + zlib)", "collector.queue", "encode_entry", "enqueue (script, dedupe, live tail)"),
-    ("dedupe.fingerprint", "collector.dedupe", "fingerprint", "enqueue (script, dedupe, live tail)"),
-    ("GenerationShards.past", "collector.dedupe", "GenerationShards.past", "enqueue (script, dedupe, live tail)"),
+    ("read_body", "collector.inbound.collect", "read_body", "body read/parse"),
+    ("parse_json", "collector.inbound.collect", "parse_json", "body read/parse"),
+    ("load_envelope", "collector.inbound.collect", "load_envelope", "body read/parse"),
+    ("may_hold_lone_surrogates", "collector.inbound.collect", "may_hold_lone_surrogates", "validation"),
+    ("check_batch (schema + Account fields)", "collector.inbound.collect", "check_batch", "validation"),
+    ("without_repeats", "collector.inbound.collect", "without_repeats", "validation"),
+    ("check_web_event_budget", "collector.inbound.collect", "check_web_event_budget", "validation"),
+    ("context_from_request (IP, UA, visitor id)", "collector.inbound.collect", "context_from_request", "enrichment"),
+    ("queue_batch (all of it)", "collector.inbound.collect", "queue_batch", None),
+    ("build_deliveries (both vendors' mapping)", "collector.inbound.intake", "build_deliveries", None),
+    ("to_depict_event (x events)", "collector.mapping.routing", "to_depict_event", "mapping"),
+    ("to_web_event (x events)", "collector.mapping.routing", "to_web_event", "mapping"),
+    ("depict_delivery_id", "collector.mapping.routing", "depict_delivery_id", "mapping"),
+    ("tail_entry (live tail text)", "collector.inbound.intake", "tail_entry", "enqueue (script, dedupe, live tail)"),
+    ("Outbox.try_enqueue (all of it)", "collector.storage.outbox", "Outbox.try_enqueue", None),
+    ("encode_entry (orjson + zlib)", "collector.storage.outbox", "encode_entry", "enqueue (script, dedupe, live tail)"),
+    ("dedupe.fingerprint", "collector.storage.dedupe", "fingerprint", "enqueue (script, dedupe, live tail)"),
+    ("GenerationShards.past", "collector.storage.dedupe", "GenerationShards.past", "enqueue (script, dedupe, live tail)"),
     ("redis-py packing the command", "redis.connection", "PythonRespSerializer.pack", "enqueue (script, dedupe, live tail)"),
     ("redis-py sending it (sendall: the kernel's loopback TCP)", "redis.connection", "AbstractConnection.send_packed_command",
      "enqueue (script, dedupe, live tail)"),
     ("redis-py read_response", "redis.connection", "AbstractConnection.read_response",
      "enqueue (script, dedupe, live tail)"),
-    ("count_outcome (4 counters)", "collector.collect", "count_outcome", "metrics"),
-    ("jsonify", "collector.collect", "jsonify", "response/cookie"),
-    ("_set_visitor_cookie", "collector.collect", "_set_visitor_cookie", "response/cookie"),
+    ("count_outcome (4 counters)", "collector.inbound.collect", "count_outcome", "metrics"),
+    ("jsonify", "collector.inbound.collect", "jsonify", "response/cookie"),
+    ("_set_visitor_cookie", "collector.inbound.collect", "_set_visitor_cookie", "response/cookie"),
 ]
 SCRIPT_LABEL = "the enqueue script's round trip (EVALSHA: send, Redis runs it, answer)"
 NESTED = {
@@ -202,7 +202,7 @@ def total_timer(app: Any, timers: Timers) -> None:
 
 def profile_collect(config_path: Any, redis_url: str, requests: int) -> tuple[float, dict[str, tuple[float, float]], list[str]]:
     from collector import create_app
-    from collector.config import load_config
+    from collector.config.loading import load_config
     from collector.extensions import collector_state
 
     timers = Timers()

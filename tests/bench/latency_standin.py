@@ -321,7 +321,7 @@ def _ready_versions(directory: Path) -> Iterator[int]:
 
 def start_latency_standin(stack: "Stack", processes: int = PROCESSES) -> LatencyStandIn:
     """The stand-in on a free port, both vendors answering at once and unlimited until :meth:`configure`."""
-    from collector.redis_server import free_port
+    from collector.storage.redis_server import free_port
 
     directory = stack.dir / "latency-standin"
     directory.mkdir()

@@ -1,6 +1,6 @@
 """The collector's outboxes as the bench reads them: which deliveries wait, per destination.
 
-Entries are read with ``collector.queue``'s own decoder, so the bench
+Entries are read with ``collector.storage.outbox``'s own decoder, so the bench
 follows the outbox format (today one zlib-compressed JSON list of deliveries
 per ``/collect`` request and destination) instead of assuming one.
 """
@@ -11,7 +11,7 @@ from typing import Any
 
 from redis import Redis
 
-from collector.queue import decode_entry, outbox_key
+from collector.storage.outbox import decode_entry, outbox_key
 from tests.bench.site import SITE
 
 

@@ -29,7 +29,8 @@ from typing import Any
 from redis import Redis
 
 from collector import create_app
-from collector.config import CollectorConfig, load_config
+from collector.config.loading import load_config
+from collector.config.schema import CollectorConfig
 from tests.bench import outbox
 from tests.bench.payload import EVENTS_PER_BATCH, HEADERS, batch_template, event_ids, new_nonce
 from tests.bench.report import heading

@@ -59,10 +59,10 @@ import psutil
 from redis import Redis
 from rq import Worker
 
-from collector.config import load_config
-from collector.defaults import DESTINATIONS
-from collector.delivery_stats import delivery_counts
-from collector.queue import Outbox, outbox_key
+from collector.config.defaults import DESTINATIONS
+from collector.config.loading import load_config
+from collector.storage.delivery_stats import delivery_counts
+from collector.storage.outbox import Outbox, outbox_key
 from tests.bench import outbox
 from tests.bench.delivery import HELD_PREFIX, release_outboxes
 from tests.bench.loadgen import LoadResult, generator_name, timed_load
@@ -344,7 +344,7 @@ def seed_dedupe_window(redis: Redis, window_seconds: int) -> str | None:
     if "now" not in inspect.signature(Outbox.try_enqueue).parameters:
         return None
     try:
-        from collector import dedupe
+        from collector.storage import dedupe
 
         step = int(getattr(dedupe, "GENERATION_SECONDS", DEFAULT_GENERATION_SECONDS))
     except ImportError:

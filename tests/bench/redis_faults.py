@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from collector.config import load_config
+from collector.config.loading import load_config
 from tests.bench.report import Row, heading, table
 from tests.worker.redis_fault_stack import RedisFaultStack, events, wait_until
 

@@ -34,7 +34,7 @@ from typing import Any
 import rjsmin
 from flask import Flask, Response
 
-from collector import snippet
+from collector.inbound import snippet
 from tests.bench import browser
 from tests.bench.report import Row, heading, ratio
 from tests.chromium import CHROMIUM, chromium_available, launched_chromium

@@ -34,8 +34,8 @@ import psutil
 from redis import Redis
 from rq import Worker
 
-from collector.defaults import DESTINATIONS
-from collector.redis_server import EmbeddedRedis, free_port
+from collector.config.defaults import DESTINATIONS
+from collector.storage.redis_server import EmbeddedRedis, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
@@ -45,7 +45,7 @@ STOP_GRACE_SECONDS = 15.0
 # the bench SIGKILLs, and reports, whatever of it is still running after this.
 WORKER_STOP_GRACE_SECONDS = 3.0
 POLL_SECONDS = 0.1
-# What `collector serve` gives gunicorn (collector/cli.py); the hello-world baseline gets the same.
+# What `collector serve` gives gunicorn (collector/cli/serve.py); the hello-world baseline gets the same.
 SERVE_WORKER_CLASS = "sync"
 SERVE_KEEPALIVE_SECONDS = 5
 

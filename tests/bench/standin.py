@@ -13,7 +13,7 @@ gunicorn worker process appends ``<time.time()> <vendor> <id>`` lines to its
 own file, one ``write`` per request; :class:`Receipts` reads the files
 incrementally. Depict ids are the events' ``deduplication_id`` (the
 snippet's event id), Commerce ids the Web Event ``id`` (``wev_...``, see
-``collector.map.commerce.web_event_id``). Times are wall-clock, comparable
+``collector.mapping.commerce.web_event_id``). Times are wall-clock, comparable
 with a browser's ``Date.now()`` on the same machine.
 
 A vendor can be taken down: while the file ``down-<vendor>`` exists in the

@@ -71,10 +71,10 @@ import psutil
 from redis import Redis
 from rq import Worker
 
-from collector.config import load_config
-from collector.map.commerce import web_event_id
-from collector.queue import OUTBOX_REGISTRY, decode_entry, encode_entry, outbox_key, wake_dispatchers
-from collector.routing import depict_delivery_id
+from collector.config.loading import load_config
+from collector.mapping.commerce import web_event_id
+from collector.mapping.routing import depict_delivery_id
+from collector.storage.outbox import OUTBOX_REGISTRY, decode_entry, encode_entry, outbox_key, wake_dispatchers
 from tests.bench import bare_aiohttp
 from tests.bench.bare_aiohttp import Request
 from tests.bench.latency_standin import STATUS_LIMITED, STATUS_OK, LatencyStandIn, VendorSettings, start_latency_standin

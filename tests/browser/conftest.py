@@ -1,7 +1,7 @@
 """Browser-only fixtures: headless Chromium and a recording collector.
 
 The recording collector is a small Flask app on 127.0.0.1 that serves the
-snippet through the real ``collector.snippet`` blueprint, answers the
+snippet through the real ``collector.inbound.snippet`` blueprint, answers the
 site settings, serves test pages, and records every request to ``/collect``
 (and any CORS preflight, which the snippet must never cause). A test can
 script its next answers (``fail_next(2, 503, retry_after="1")``) and its
@@ -29,10 +29,10 @@ import pytest
 from flask import Flask, Response, request
 from werkzeug.serving import make_server
 
-from collector import snippet
-from collector.collect import grant_cors
-from tests.conftest import running_collector_dev
+from collector.inbound import snippet
+from collector.inbound.collect import grant_cors
 from tests.chromium import STUB, chromium_from
+from tests.conftest import running_collector_dev
 
 SITE = "test_site"
 REPO = Path(__file__).resolve().parents[2]

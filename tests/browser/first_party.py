@@ -26,7 +26,7 @@ from typing import Any
 from werkzeug.serving import make_server
 
 from collector import create_app
-from collector.config import load_config
+from collector.config.loading import load_config
 from tests.browser.conftest import WAIT_SECONDS, page_html
 from tests.conftest import ORIGIN, SITE, config_toml
 

@@ -88,7 +88,7 @@ def wait_depict(tab, live_stack, ids: list[str]) -> list[dict[str, Any]]:
 
 def wait_commerce(tab, live_stack, ids: list[str]) -> list[dict[str, Any]]:
     """The Commerce Web Events derived from these event ids, once all arrived."""
-    from collector.map.commerce import web_event_id
+    from collector.mapping.commerce import web_event_id
 
     wanted = {web_event_id(SITE, i) for i in ids}
     pump_until(tab, lambda: wanted <= set(live_stack.commerce.event_ids()), f"Commerce to receive {ids}")

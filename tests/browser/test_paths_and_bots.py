@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from collector.map.commerce import web_event_id
+from collector.mapping.commerce import web_event_id
 from tests.browser.conftest import Tab, page_html
 from tests.chromium import pump_until
 from tests.stack import ORIGIN, SITE, ServeStack

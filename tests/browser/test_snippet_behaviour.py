@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from collector.defaults import SNIPPET_BATCH_EVENTS
+from collector.config.defaults import SNIPPET_BATCH_EVENTS
 from tests.browser.conftest import SITE
 
 EVENT_FIELDS = {

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from collector.defaults import DEPICT_EVENT_TYPES
-from collector.map.commerce import web_event_id
+from collector.config.defaults import DEPICT_EVENT_TYPES
+from collector.mapping.commerce import web_event_id
 from tests.browser.first_party import Shop, open_page, regular_page, running_shop
 from tests.chromium import pump_until as pump
 from tests.conftest import SITE

@@ -44,7 +44,7 @@ import httpx
 import psutil
 import pytest
 
-from collector.redis_server import free_port
+from collector.storage.redis_server import free_port
 from tests.chromium import CHROMIUM, STUB, chromium_available, chromium_from
 from tests.conftest import ORIGIN, REPO, SERVER_WRITE_KEY, SITE
 from tests.factories import make_event

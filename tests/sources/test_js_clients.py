@@ -276,7 +276,7 @@ def depict_kinds(events: list[tuple[dict[str, Any], dict[str, str]]]) -> Counter
 
 
 def web_events(stack: ServeStack, event_ids: set[str]) -> list[dict[str, Any]]:
-    from collector.map.commerce import web_event_id
+    from collector.mapping.commerce import web_event_id
 
     wanted = {web_event_id(SITE, event_id) for event_id in event_ids}
     return [r.json for r in stack.commerce.accepted if r.json.get("id") in wanted]
@@ -381,7 +381,7 @@ def test_rudderstacks_beacon_sent_as_the_page_is_left_is_delivered(shop: ShopSer
 
     The SDK sends it with navigator.sendBeacon to /beacon/v1/batch?writeKey=... as the page is hidden
     (Playwright does not report a beacon sent during unload; the path's answers are tested in
-    tests/collector/sources/test_api.py).
+    tests/collector/inbound/sources/test_api.py).
     """
     client, file = RUDDERSTACK, "dist/npm/modern/bundled/umd/index.js"
     url = shop.add_page(f"/products/beacon-{uuid.uuid4().hex[:8]}", rudderstack_beacon_page(stack.url, shop.script_url(client, file)))

@@ -25,8 +25,8 @@ import psutil
 from werkzeug.serving import make_server
 
 from collector import create_app
-from collector.config import load_config
-from collector.redis_server import EmbeddedRedis, free_port
+from collector.config.loading import load_config
+from collector.storage.redis_server import EmbeddedRedis, free_port
 from tests.conftest import COMMERCE_KEY, DEPICT_KEY, REPO, config_toml
 from tests.factories import make_event
 from tests.stack import send_as_the_snippet

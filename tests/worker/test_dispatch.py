@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from redis import Redis
 
-from collector.config import CollectorConfig
-from collector.queue import decode_entry, encode_entry, outbox_key
+from collector.config.schema import CollectorConfig
+from collector.storage.outbox import decode_entry, encode_entry, outbox_key
 from tests.conftest import SITE
 from worker.dispatch import MAX_WAITING_JOBS, Dispatcher, delivery_queue
 from worker.outbox_return import return_to_outbox

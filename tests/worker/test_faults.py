@@ -28,9 +28,9 @@ from redis import Redis
 from werkzeug.serving import make_server
 
 from collector import create_app
-from collector.config import load_config
-from collector.map.commerce import web_event_id
-from collector.redis_server import EmbeddedRedis, free_port
+from collector.config.loading import load_config
+from collector.mapping.commerce import web_event_id
+from collector.storage.redis_server import EmbeddedRedis, free_port
 from tests.conftest import COMMERCE_KEY, DEPICT_KEY, ORIGIN, OTHER_SITE, REPO, SITE, config_toml, delivery_process_pid
 from tests.factories import make_event
 from tests.stack import send_as_the_snippet

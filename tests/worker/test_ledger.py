@@ -8,9 +8,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from redis import RedisError
 
-from collector.config import CollectorConfig
+from collector.config.schema import CollectorConfig
 from collector.extensions import connect_redis
-from collector.redis_server import free_port
+from collector.storage.redis_server import free_port
 from tests.conftest import SITE
 from worker.ledger import LEDGER_GRACE_SECONDS, DeliveryLedger, GroupCommit, ledger_key, ledger_seconds
 

@@ -7,10 +7,10 @@ import time
 import pytest
 from redis import Redis
 
-from collector.config import CollectorConfig
-from collector.enrich import RequestContext
-from collector.queue import Outbox
-from collector.routing import build_deliveries
+from collector.config.schema import CollectorConfig
+from collector.inbound.enrich import RequestContext
+from collector.mapping.routing import build_deliveries
+from collector.storage.outbox import Outbox
 from tests.conftest import COMMERCE_KEY, SITE
 from tests.factories import make_event
 from worker.dead_letters import DeadLetters, masked

@@ -104,8 +104,8 @@ def test_a_sigkilled_delivery_process_is_replaced_and_its_scheduler_does_not_lin
 
 def test_told_to_stop_mid_job_it_sends_nothing_more_and_puts_the_rest_back(running_worker, client, commerce, redis_client, tmp_path):
     """A stop waits for the requests in flight, not the whole job; the deliveries not started wait in the outbox."""
-    from collector.map.commerce import web_event_id
-    from collector.queue import decode_entry, outbox_key
+    from collector.mapping.commerce import web_event_id
+    from collector.storage.outbox import decode_entry, outbox_key
     from tests.conftest import ORIGIN, SITE
     from tests.factories import make_event
 

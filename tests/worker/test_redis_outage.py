@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from collector.config import load_config
+from collector.config.loading import load_config
 from tests.worker.redis_fault_stack import RedisFaultStack, events, wait_until
 
 RESUME_BOUND_SECONDS = 30  # loose on purpose; RQ's scheduler lock alone used to hold a job back 57-60 s

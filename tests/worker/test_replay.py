@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from collector.cli import main
-from collector.queue import decode_entry, outbox_key
+from collector.storage.outbox import decode_entry, outbox_key
 from tests.conftest import OTHER_SITE, SITE
 from tests.factories import make_delivery
 from worker.dead_letters import DeadLetters

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from worker.sender import wait_in_job
 from worker.delivery import Attempt, Outcome
+from worker.sender import wait_in_job
 from worker.throttle import CALM_SECONDS, RATE_CUT, RATE_KEPT_SECONDS, Signal, Throttle, signal_of
 
 
