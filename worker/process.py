@@ -31,6 +31,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import multiprocessing
 import os
@@ -73,7 +74,15 @@ SUPERVISE_SECONDS = 0.5
 READ_TIMEOUT_SECONDS = 10
 PROBE_TIMEOUT_SECONDS = 2
 OUTAGE_REPEAT_SECONDS = 600  # a delivery process cut off alone says so this often; the supervisor speaks for an outage
+# CPython's defaults (700, 10, 10) ran a full garbage collection every few thousand deliveries, and each
+# scanned every dict of the job in hand (5,000 deliveries): 15% of a delivery process's CPU and pauses of
+# tens of ms in its event loop, at 50 ms 12% fewer events/s (docs/delivery.md). Deliveries make few cycles.
+GARBAGE_COLLECTION_THRESHOLDS = (100_000, 50, 100)
 LOST = (RedisConnectionError, RedisTimeoutError)
+
+
+def collect_garbage_less_often() -> None:
+    gc.set_threshold(*GARBAGE_COLLECTION_THRESHOLDS)
 
 
 def worker_redis(url: str) -> Redis:
@@ -434,6 +443,7 @@ def run_delivery_process(config: CollectorConfig, redis_url: str, destination: s
     from collector.observe.logs import setup_from_environment
 
     setup_from_environment()
+    collect_garbage_less_often()
     stopping = threading.Event()
     _stop_on_signals(stopping, supervised)
     if supervised:
@@ -613,6 +623,7 @@ def _is_busy(redis: Redis, pid: int | None) -> bool:
 
 def run_worker(config: CollectorConfig, redis_url: str, burst: bool = False) -> None:
     """``collector worker``: supervise delivery processes until stopped, or, with ``burst``, drain once."""
+    collect_garbage_less_often()  # the dispatcher builds jobs of thousands of deliveries too
     if burst:
         run_burst(config, redis_url)
     else:
