@@ -16,10 +16,10 @@ It expires anyway after ``retry_for_seconds`` plus
 :data:`LEDGER_MARGIN_SECONDS`, should a job vanish.
 
 The sends of a process share their writes (:class:`GroupCommit`): a send
-whose vendor said 2xx keeps its place among the requests in flight until its
-mark is in Redis, so a process never has more answered-but-unrecorded
-requests than it may have in flight; marks that arrive while a write is on
-its way go together in the next one. One round trip per answer cost a
+whose vendor said 2xx holds its lane until its mark is in Redis, so a
+process never has more requests sent but unrecorded than it has lanes
+(``worker.sender.unrecorded_at_most``); marks that arrive while a write is
+on its way go together in the next one. One round trip per answer cost a
 delivery process as much CPU as its HTTP requests.
 """
 

@@ -8,10 +8,16 @@ fifth of a millisecond of CPU each (``docs/delivery.md`` has the figures).
 
 The RQ job runs in the process's main thread, as RQ's signal handling and
 job timeout need, and hands its deliveries to the loop thread
-(:meth:`Sender.send_all`), waiting for their attempts. On the loop, each
-delivery takes a place from its destination's :class:`Throttle`, is sent,
-and, once the vendor said 2xx, keeps its place until its mark is in the
-ledger: a killed process resends at most the requests it had in flight.
+(:meth:`Sender.send_all`), waiting for their attempts. On the loop, lanes
+take the deliveries one after another: each takes a place from its
+destination's :class:`Throttle` (``concurrency`` requests on the wire at
+most, as a bare client's "256 in flight"), sends, gives the place back with
+the answer and, once the vendor said 2xx, waits for its mark in the ledger
+before it takes the next delivery. There are a quarter more lanes than
+places, so the marks being written (a few ms) do not idle the vendor's
+connections, and a killed process resends at most what
+:func:`unrecorded_at_most` says: ``concurrency`` requests on the wire and a
+quarter as many answered whose marks were on their way.
 
 A vendor that says "too fast" with a short ``Retry-After`` (429, or 503
 with the header) gets that delivery again within the job, no sooner than
@@ -25,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -46,6 +53,7 @@ TRIES_IN_JOB = 4  # requests for one throttled delivery within a job, before it 
 MAX_WAIT_IN_JOB_SECONDS = 5.0  # a longer Retry-After goes to RQ's retries (and the breaker)
 WAIT_WITHOUT_RETRY_AFTER_SECONDS = 1.0
 CONNECTIONS_KEPT_SECONDS = 30.0
+RECORDING_SHARE = 0.25  # lanes beyond the places on the wire: sends answered, their ledger mark on its way
 
 T = TypeVar("T")
 
@@ -57,6 +65,12 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
     except ImportError:
         return asyncio.new_event_loop()
     return uvloop.new_event_loop()
+
+
+def unrecorded_at_most(concurrency: int) -> int:
+    """Requests a delivery process may have sent to one destination and not yet recorded: those on the
+    wire and those answered whose marks are being written. A killed process resends at most these."""
+    return concurrency + math.ceil(concurrency * RECORDING_SHARE)
 
 
 def wait_in_job(attempt: Attempt) -> float | None:
@@ -138,7 +152,7 @@ class Sender:
 
     def _lanes_for(self, deliveries: list[dict[str, Any]]) -> int:
         destinations = {(delivery["site"], delivery["destination"]) for delivery in deliveries}
-        room = sum(self.throttles[key].max_in_flight if key in self.throttles else 1 for key in destinations)
+        room = sum(unrecorded_at_most(self.throttles[key].max_in_flight) if key in self.throttles else 1 for key in destinations)
         return max(1, min(len(deliveries), room))
 
     async def _lane(
@@ -175,11 +189,11 @@ class Sender:
             attempts = await self._send_one(client, delivery)
             for attempt in attempts:
                 throttle.observe(signal_of(attempt.status, attempt.outcome is Outcome.RETRY and attempt.status is None))
-            delivered = [attempt.delivery for attempt in attempts if attempt.outcome is Outcome.DELIVERED]
-            if delivered:
-                await self._marks.mark_delivered(job_key, delivered)
         finally:
             throttle.release()
+        delivered = [attempt.delivery for attempt in attempts if attempt.outcome is Outcome.DELIVERED]
+        if delivered:
+            await self._marks.mark_delivered(job_key, delivered)
         return attempts
 
     async def _again_if_throttled(self, job_key: str, attempt: Attempt, deadline: float, tries: int) -> list[Attempt]:
