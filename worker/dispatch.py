@@ -35,13 +35,13 @@ from typing import Any
 from redis import Redis, RedisError
 from rq import Queue, Retry
 from rq.intermediate_queue import IntermediateQueue
-from rq.serializers import JSONSerializer
 from rq.utils import now
 
 from collector.config.schema import DeliveryPolicy
 from collector.storage.outbox import KEY_PREFIX, OUTBOX_REGISTRY, WAKE_LIST, decode_entry
 from collector.storage.redis_server import OutageLog, redis_address
 from worker.breaker import Breaker
+from worker.job_data import JobDataSerializer
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +159,7 @@ class DeliveryQueue(Queue):
 
 
 def delivery_queue(redis: Redis, destination: str) -> DeliveryQueue:
-    return DeliveryQueue(queue_name(destination), connection=redis, serializer=JSONSerializer)
+    return DeliveryQueue(queue_name(destination), connection=redis, serializer=JobDataSerializer)
 
 
 def job_timeout_seconds(policy: DeliveryPolicy) -> int:

@@ -8,10 +8,16 @@ fifth of a millisecond of CPU each (``docs/delivery.md`` has the figures).
 
 The RQ job runs in the process's main thread, as RQ's signal handling and
 job timeout need, and hands its deliveries to the loop thread
-(:meth:`Sender.send_all`), waiting for their attempts. On the loop, each
-delivery takes a place from its destination's :class:`Throttle`, is sent,
-and, once the vendor said 2xx, keeps its place until its mark is in the
-ledger: a killed process resends at most the requests it had in flight.
+(:meth:`Sender.send_all`), waiting for their attempts. On the loop, lanes
+take the deliveries one after another: each takes a place from its
+destination's :class:`Throttle` (``concurrency`` requests on the wire at
+most, as a bare client's "256 in flight"), sends, gives the place back with
+the answer and, once the vendor said 2xx, waits for its mark in the ledger
+before it takes the next delivery. There are a quarter more lanes than
+places, so the marks being written (a few ms) do not idle the vendor's
+connections, and a killed process resends at most what
+:func:`unrecorded_at_most` says: ``concurrency`` requests on the wire and a
+quarter as many answered whose marks were on their way.
 
 A vendor that says "too fast" with a short ``Retry-After`` (429, or 503
 with the header) gets that delivery again within the job, no sooner than
@@ -25,8 +31,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 import time
+from collections import deque
 from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -45,6 +53,7 @@ TRIES_IN_JOB = 4  # requests for one throttled delivery within a job, before it 
 MAX_WAIT_IN_JOB_SECONDS = 5.0  # a longer Retry-After goes to RQ's retries (and the breaker)
 WAIT_WITHOUT_RETRY_AFTER_SECONDS = 1.0
 CONNECTIONS_KEPT_SECONDS = 30.0
+RECORDING_SHARE = 0.25  # lanes beyond the places on the wire: sends answered, their ledger mark on its way
 
 T = TypeVar("T")
 
@@ -56,6 +65,12 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
     except ImportError:
         return asyncio.new_event_loop()
     return uvloop.new_event_loop()
+
+
+def unrecorded_at_most(concurrency: int) -> int:
+    """Requests a delivery process may have sent to one destination and not yet recorded: those on the
+    wire and those answered whose marks are being written. A killed process resends at most these."""
+    return concurrency + math.ceil(concurrency * RECORDING_SHARE)
 
 
 def wait_in_job(attempt: Attempt) -> float | None:
@@ -115,20 +130,52 @@ class Sender:
         return self._run(self._send_all(job_key, deliveries, deadline))
 
     async def _send_all(self, job_key: str, deliveries: list[dict[str, Any]], deadline: float) -> list[Attempt]:
-        tasks = [asyncio.ensure_future(self._deliver(job_key, delivery, deadline)) for delivery in deliveries]
-        try:
-            done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-        except asyncio.CancelledError:
-            await _cancel(tasks)
-            raise
-        failures = [task.exception() for task in done if not task.cancelled() and task.exception() is not None]
-        if failures:  # each one read: asyncio logs a traceback for every task error nobody retrieved
-            await _cancel(list(pending))
-            raise failures[0]  # type: ignore[misc]
-        return [attempt for task in tasks for attempt in task.result()]
+        """The deliveries, sent by as many lanes as their throttles could let through at once.
 
-    async def _deliver(self, job_key: str, delivery: dict[str, Any], deadline: float, tries: int = 1) -> list[Attempt]:
-        """One delivery's attempts; a throttled part of it sent again after its wait, while the job may."""
+        A lane takes the next delivery, sends it and takes another: no task
+        and no wait per delivery while the throttle has room, which is most
+        of a busy loop's work at a vendor's latency. A delivery the vendor
+        asked to send again later waits in a task of its own, so its lane
+        goes on with the others.
+        """
+        results: list[list[Attempt]] = [[] for _ in deliveries]
+        queue = deque(enumerate(deliveries))
+        later: list[asyncio.Future[None]] = []
+        lanes = [asyncio.ensure_future(self._lane(job_key, queue, results, later, deadline)) for _ in range(self._lanes_for(deliveries))]
+        try:
+            await _all_or_first_error(lanes)
+            await _all_or_first_error(later)
+        except BaseException:
+            await _cancel(later)
+            raise
+        return [attempt for attempts in results for attempt in attempts]
+
+    def _lanes_for(self, deliveries: list[dict[str, Any]]) -> int:
+        destinations = {(delivery["site"], delivery["destination"]) for delivery in deliveries}
+        room = sum(unrecorded_at_most(self.throttles[key].max_in_flight) if key in self.throttles else 1 for key in destinations)
+        return max(1, min(len(deliveries), room))
+
+    async def _lane(
+        self,
+        job_key: str,
+        queue: deque[tuple[int, dict[str, Any]]],
+        results: list[list[Attempt]],
+        later: list[asyncio.Future[None]],
+        deadline: float,
+    ) -> None:
+        while queue:
+            index, delivery = queue.popleft()
+            attempts = await self._deliver(job_key, delivery, deadline)
+            if all(wait_in_job(attempt) is None for attempt in attempts):
+                results[index] = attempts
+            else:
+                later.append(asyncio.ensure_future(self._settle_later(job_key, index, attempts, results, deadline)))
+
+    async def _settle_later(self, job_key: str, index: int, attempts: list[Attempt], results: list[list[Attempt]], deadline: float) -> None:
+        results[index] = [part for attempt in attempts for part in await self._again_if_throttled(job_key, attempt, deadline, tries=1)]
+
+    async def _deliver(self, job_key: str, delivery: dict[str, Any], deadline: float) -> list[Attempt]:
+        """One delivery's attempts (several when a client splits a refused batch); its mark in the ledger."""
         key = (delivery["site"], delivery["destination"])
         client = self.clients.get(key)
         if client is None:
@@ -142,19 +189,21 @@ class Sender:
             attempts = await self._send_one(client, delivery)
             for attempt in attempts:
                 throttle.observe(signal_of(attempt.status, attempt.outcome is Outcome.RETRY and attempt.status is None))
-            delivered = [attempt.delivery for attempt in attempts if attempt.outcome is Outcome.DELIVERED]
-            if delivered:
-                await self._marks.mark_delivered(job_key, delivered)
         finally:
             throttle.release()
-        return [part for attempt in attempts for part in await self._again_if_throttled(job_key, attempt, deadline, tries)]
+        delivered = [attempt.delivery for attempt in attempts if attempt.outcome is Outcome.DELIVERED]
+        if delivered:
+            await self._marks.mark_delivered(job_key, delivered)
+        return attempts
 
     async def _again_if_throttled(self, job_key: str, attempt: Attempt, deadline: float, tries: int) -> list[Attempt]:
+        """A throttled delivery sent again after its wait, while the job may; its final attempts."""
         wait = wait_in_job(attempt)
         if wait is None or tries >= TRIES_IN_JOB or time.monotonic() + wait > deadline or self.stopping.is_set():
             return [attempt]
         await asyncio.sleep(wait)
-        return await self._deliver(job_key, attempt.delivery, deadline, tries + 1)
+        attempts = await self._deliver(job_key, attempt.delivery, deadline)
+        return [part for again in attempts for part in await self._again_if_throttled(job_key, again, deadline, tries + 1)]
 
     async def _send_one(self, client: VendorClient, delivery: dict[str, Any]) -> list[Attempt]:
         """Whatever goes wrong in sending one delivery is its outcome, never the job's: an error no one
@@ -179,6 +228,21 @@ class Sender:
         if not self._thread.is_alive():
             self._loop.close()
         self._marks_thread.shutdown(wait=True)
+
+
+async def _all_or_first_error(tasks: list[asyncio.Future[Any]]) -> None:
+    """Wait for every task; on the first error (or when cancelled) cancel the rest, and raise."""
+    if not tasks:
+        return
+    try:
+        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    except asyncio.CancelledError:
+        await _cancel(tasks)
+        raise
+    failures = [task.exception() for task in done if not task.cancelled() and task.exception() is not None]
+    if failures:  # each one read: asyncio logs a traceback for every task error nobody retrieved
+        await _cancel(list(pending))
+        raise failures[0]  # type: ignore[misc]
 
 
 async def _cancel(tasks: list[asyncio.Future[Any]]) -> None:

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from collector.config.loading import load_config
 from tests.bench.report import Row, heading, table
+from worker.sender import unrecorded_at_most
 from tests.worker.redis_fault_stack import RedisFaultStack, events, wait_until
 
 OUTAGE_SECONDS = 30
@@ -68,7 +69,7 @@ class RestartFigures:
     lost: int
     duplicates: int
     in_flight_at_kill: int  # at the stand-ins: sent, not yet answered
-    in_flight_bound: int  # what both processes may have sent and not yet recorded: 2 x concurrency
+    in_flight_bound: int  # what both processes may have sent and not yet recorded (worker.sender.unrecorded_at_most)
     first_delivery_after_s: float
     all_delivered_after_s: float
 
@@ -106,7 +107,7 @@ def measure_restart(folder: Path, flow_seconds: float = 3.0) -> RestartFigures:
         wait_until(lambda: acknowledged <= stack.delivered(), 120, lambda: f"{len(acknowledged - stack.delivered())} missing")
         last = time.monotonic() - back
         duplicates = len(stack.depict.duplicates()) + len(stack.commerce.duplicates())
-        bound = 2 * load_config(stack.config_path).settings.delivery.concurrency
+        bound = 2 * unrecorded_at_most(load_config(stack.config_path).settings.delivery.concurrency)
         return RestartFigures(len(acknowledged), len(acknowledged - stack.delivered()), duplicates, flying, bound, first, last)
     finally:
         stack.close()

@@ -130,13 +130,13 @@ def test_told_to_stop_mid_job_it_sends_nothing_more_and_puts_the_rest_back(runni
 
 def test_a_stop_that_came_before_rqs_signal_handlers_still_ends_the_worker(redis_client):
     """A SIGTERM while RQ starts its scheduler reaches only the process's own handler (``stopping``): the loop ends anyway."""
-    from rq.serializers import JSONSerializer
+    from worker.job_data import JobDataSerializer
 
     from worker.process import DeliveryWorker, worker_queue
 
     stopping = threading.Event()
     stopping.set()
-    worker = DeliveryWorker([worker_queue(redis_client, "commerce")], connection=redis_client, serializer=JSONSerializer, stopping=stopping)
+    worker = DeliveryWorker([worker_queue(redis_client, "commerce")], connection=redis_client, serializer=JobDataSerializer, stopping=stopping)
 
     def hung(*_: object) -> None:
         raise TimeoutError("the worker did not end its loop")
