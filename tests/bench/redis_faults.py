@@ -156,8 +156,8 @@ def run(quick: bool) -> list[Row]:
     per_30s = outage.log_lines <= 2 + outage_seconds // 30  # start, end, at most one per 30 s
     return [
         Row("redis", "restart: acknowledged events lost", "0", str(restart.lost), None, "0", restart.lost == 0),
-        Row("redis", "restart: duplicates (bound: requests in flight)", str(restart.in_flight_bound), str(restart.duplicates), None,
-            "<= in flight", restart.duplicates <= restart.in_flight_bound),  # fmt: skip
+        Row("redis", "restart: duplicates (bound: sent, not yet recorded)", str(restart.in_flight_bound), str(restart.duplicates), None,
+            "<= sent, not recorded", restart.duplicates <= restart.in_flight_bound),  # fmt: skip
         Row("redis", "restart: first delivery after Redis answers (s)", "—", f"{restart.first_delivery_after_s:.1f}", None,
             "<= 5 s", restart.first_delivery_after_s <= 5),  # fmt: skip
         Row("redis", f"outage {outage_seconds} s: delivery processes restarted", "—", str(outage.restarts), None, "0", outage.restarts == 0),
