@@ -144,7 +144,7 @@ class GroupCommit:
         if not self._writing:
             self._writing = True
             loop.create_task(self._write_until_none_wait())
-        await written
+        await asyncio.shield(written)  # a cancelled send must not cancel the write its neighbours wait on
 
     async def _write_until_none_wait(self) -> None:
         loop = asyncio.get_running_loop()

@@ -78,3 +78,21 @@ def test_a_failed_write_raises_in_every_send_it_carried(site_config: CollectorCo
         assert all(isinstance(result, RedisError) for result in results)
         with pytest.raises(RedisError):
             run_async(lambda: marks.mark_delivered("job-1", [depict_delivery("event-later")]))
+
+
+def test_a_cancelled_send_leaves_the_others_of_its_write_alone(redis_client, site_config: CollectorConfig, run_async):
+    """A send cancelled while its mark is on its way (its job ended) does not cancel the sends whose marks go in the same write."""
+
+    async def cancel_one_of_three() -> list:
+        deliveries = [depict_delivery(f"event-{index}") for index in range(3)]
+        sends = [asyncio.ensure_future(marks.mark_delivered("job-1", [delivery])) for delivery in deliveries]
+        await asyncio.sleep(0)
+        sends[0].cancel()
+        return await asyncio.wait_for(asyncio.gather(*sends, return_exceptions=True), timeout=10)
+
+    with ThreadPoolExecutor(max_workers=1) as writer:
+        marks = GroupCommit(DeliveryLedger(redis_client, ledger_seconds(site_config.settings.delivery)), writer)
+        outcomes = run_async(cancel_one_of_three)
+    assert isinstance(outcomes[0], asyncio.CancelledError)
+    assert outcomes[1:] == [None, None]
+    assert sorted(redis_client.hkeys(ledger_key("job-1"))) == [b"event-0", b"event-1", b"event-2"], "every mark of the write is written"
