@@ -54,6 +54,8 @@ class Attempt:
     answer: str = ""
     retry_after: float | None = None
     seconds: float | None = None  # how long the vendor took to answer, when a request was made
+    sent_at: float | None = None  # the wall clock when the request went (the console's event page)
+    earlier: tuple[Attempt, ...] = ()  # the same delivery's tries before this one within the job (a 429 waited out)
 
     @property
     def reason(self) -> str:
@@ -134,13 +136,13 @@ class VendorClient:
         except (UnicodeError, TypeError, ValueError) as error:
             log.warning("%s delivery %s cannot be sent: %s", self.name, delivery["id"], type(error).__name__)
             return Attempt(delivery, Outcome.DEAD, answer=f"the delivery cannot be sent as HTTP: {describe_error(error)}")
-        started = time.perf_counter()
+        sent_at, started = time.time(), time.perf_counter()
         try:
             async with http.post(self.url, data=body, headers=headers, allow_redirects=False) as response:
                 answer = await response.content.read(_READ_ANSWER_BYTES)
         except (aiohttp.ClientError, asyncio.TimeoutError) as error:
             log.debug("%s delivery %s: %s", self.name, delivery["id"], type(error).__name__)
-            return Attempt(delivery, Outcome.RETRY, answer=type(error).__name__, seconds=time.perf_counter() - started)
+            return Attempt(delivery, Outcome.RETRY, answer=type(error).__name__, seconds=time.perf_counter() - started, sent_at=sent_at)
         log.debug("%s delivery %s: HTTP %s", self.name, delivery["id"], response.status)
         return Attempt(
             delivery,
@@ -149,4 +151,5 @@ class VendorClient:
             answer=answer.decode("utf-8", "replace")[:_READ_ANSWER_CHARS],
             retry_after=parse_retry_after(response.headers.get("Retry-After")),
             seconds=time.perf_counter() - started,
+            sent_at=sent_at,
         )

@@ -36,6 +36,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Coroutine
+from dataclasses import replace
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -202,7 +203,7 @@ class Sender:
         if wait is None or tries >= TRIES_IN_JOB or time.monotonic() + wait > deadline or self.stopping.is_set():
             return [attempt]
         await asyncio.sleep(wait)
-        attempts = await self._deliver(job_key, attempt.delivery, deadline)
+        attempts = [replace(again, earlier=(*attempt.earlier, attempt)) for again in await self._deliver(job_key, attempt.delivery, deadline)]
         return [part for again in attempts for part in await self._again_if_throttled(job_key, again, deadline, tries + 1)]
 
     async def _send_one(self, client: VendorClient, delivery: dict[str, Any]) -> list[Attempt]:

@@ -74,7 +74,7 @@ def _record(attempt: Attempt, client: VendorClient | None, secrets: Sequence[str
             "delivery": delivery["id"],
             "destination": delivery["destination"],
             "event_ids": list(delivery["event_ids"]),
-            "at": at,
+            "at": attempt.sent_at or at,
             "try": job_try,
             "outcome": outcome.value,
             "status": attempt.status,
@@ -88,7 +88,8 @@ def _record(attempt: Attempt, client: VendorClient | None, secrets: Sequence[str
 
 
 def attempt_records(runtime: WorkerRuntime, attempts: Sequence[Attempt], job_try: int, given_up: Sequence[Attempt]) -> list[str]:
-    """The records of the job's attempts at traced deliveries (none when the console is off); ``given_up``: dead-lettered as too old."""
+    """The records of the job's attempts at traced deliveries, each after the tries it waited out within the job
+    (none when the console is off); ``given_up``: dead-lettered as too old."""
     if runtime.config.console is None:
         return []
     traced = [attempt for attempt in attempts if attempt.delivery.get(TRACE_FIELD) and attempt.outcome is not Outcome.UNSENT]
@@ -97,6 +98,7 @@ def attempt_records(runtime: WorkerRuntime, attempts: Sequence[Attempt], job_try
     secrets, clients, at = api_keys(runtime.config), runtime.sender.clients, time.time()
     gave_up = {id(attempt) for attempt in given_up}
     return [
-        _record(attempt, clients.get((attempt.delivery["site"], attempt.delivery["destination"])), secrets, job_try, id(attempt) in gave_up, at)
+        _record(each, clients.get((each.delivery["site"], each.delivery["destination"])), secrets, job_try, each is attempt and id(attempt) in gave_up, at)
         for attempt in traced
+        for each in (*attempt.earlier, attempt)
     ]

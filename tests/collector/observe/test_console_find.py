@@ -192,6 +192,23 @@ def test_every_attempt_is_listed_retry_then_delivered(console, redis_client, run
     assert tail_events(console, q=event["id"])[0]["statuses"] == {"commerce": "delivered"}
 
 
+def test_a_429_waited_out_within_its_job_shows_both_tries_at_the_times_they_went(console, redis_client, runtime, commerce):
+    """The real sender meets a 429 with Retry-After: 1 and sends again in the job: the event page lists the 429
+    and then the 200, each at the time its request went, not at the job's end."""
+    event = make_event("User Login")
+    collect(console, event)
+    commerce.fail_next(1, 429, retry_after=1)
+    before = time.time()
+    attempts = runtime.send_all("job-429", queued(redis_client, "commerce"), deadline=time.monotonic() + 30)
+    record_job(redis_client, JobFigures(SITE, "commerce", traces=attempt_records(runtime, attempts, 1, [])))
+    detail = console.get(f"/console/api/events/{event['id']}", headers=BEARER).get_json()
+    [sent] = detail["destinations"]
+    assert [(a["outcome"], a["status"]) for a in sent["attempts"]] == [("retry", 429), ("delivered", 200)]
+    first, second = (a["at"] for a in sent["attempts"])
+    assert before <= first and first + 1 <= second <= time.time(), "each try at the time it went, the second after the wait"
+    assert tail_events(console, q=event["id"])[0]["statuses"] == {"commerce": "delivered"}
+
+
 def test_a_dead_letter_outranks_an_older_retry_and_an_untraced_row(console_app, redis_client, runtime):
     """A delivery given up after retries (the job failed as a whole, so no new record) shows dead; so does an untraced one."""
     client = console_app.test_client()
