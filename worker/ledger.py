@@ -121,43 +121,41 @@ class GroupCommit:
 
     It runs on the delivery process's event loop (``worker.sender``). The
     first send to arrive while no write is under way starts one, with every
-    mark waiting; marks that arrive meanwhile go together in the next, and
-    all the sends of one write wait on one future. The Redis call runs in a
-    thread of its own (redis-py blocks), so the loop goes on sending
-    meanwhile. A failed write raises in every send whose mark it carried, as
-    a send's own write would have.
+    mark waiting; marks that arrive meanwhile go together in the next. The
+    Redis call runs in a thread of its own (redis-py blocks), so the loop
+    goes on sending meanwhile. A failed write raises in every send whose
+    mark it carried, as a send's own write would have.
     """
 
     def __init__(self, ledger: DeliveryLedger, executor: Executor):
         self._ledger = ledger
         self._executor = executor
-        self._next: list[tuple[str, dict[str, Any]]] = []
-        self._next_written: asyncio.Future[None] | None = None
-        self._writing = False
+        self._waiting: list[tuple[str, Sequence[dict[str, Any]], asyncio.Future[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
 
     async def mark_delivered(self, job_key: str, deliveries: Sequence[dict[str, Any]]) -> None:
         loop = asyncio.get_running_loop()
-        if self._next_written is None:
-            self._next_written = loop.create_future()
-        written = self._next_written
-        self._next.extend((job_key, delivery) for delivery in deliveries)
-        if not self._writing:
-            self._writing = True
-            loop.create_task(self._write_until_none_wait())
-        await asyncio.shield(written)  # a cancelled send must not cancel the write its neighbours wait on
+        written = loop.create_future()
+        self._waiting.append((job_key, deliveries, written))
+        if self._writer is None:
+            self._writer = loop.create_task(self._write_until_none_wait())
+        await written
 
     async def _write_until_none_wait(self) -> None:
         loop = asyncio.get_running_loop()
         try:
-            while self._next_written is not None:
-                marks, written = self._next, self._next_written
-                self._next, self._next_written = [], None
+            while self._waiting:
+                batch, self._waiting = self._waiting, []
+                marks = [(job_key, delivery) for job_key, deliveries, _ in batch for delivery in deliveries]
                 try:
                     await loop.run_in_executor(self._executor, self._ledger.mark_delivered, marks)
-                except Exception as error:  # raised in each send waiting on it
-                    written.set_exception(error)
-                    written.exception()  # read here too: the sends waiting may all have been cancelled
+                except Exception as error:  # handed to each waiting send, raised there
+                    for *_, written in batch:
+                        if not written.done():
+                            written.set_exception(error)
                 else:
-                    written.set_result(None)
+                    for *_, written in batch:
+                        if not written.done():
+                            written.set_result(None)
         finally:
-            self._writing = False
+            self._writer = None
